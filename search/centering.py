@@ -1,0 +1,76 @@
+"""Per-language mean centering, which makes rankings language-neutral.
+
+e5 prefers the query's own language: in a pool of en+zh+ru paragraphs a Chinese query ranks unrelated Chinese
+paragraphs above the right English one. Subtracting each language's mean vector (Libovický et al., "On the
+Language Neutrality of Pre-trained Multilingual Representations", 2020) removes most of that language identity
+from the vectors: passages are centered by their own language's mean, queries by the mean of the query's
+language (weighted by the detector's confidences when it is unsure), and both are re-normalized.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass
+class Centering:
+    """Mean vectors per language (only for languages with enough passages) and over all passages."""
+
+    global_mean: np.ndarray
+    means: dict[str, np.ndarray] = field(default_factory=dict)
+    enabled: bool = True
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, langs: Sequence[str], min_passages: int, enabled: bool = True) -> Centering:
+        dim = vectors.shape[1] if vectors.ndim == 2 else 0
+        if len(vectors) == 0:
+            return cls(np.zeros(dim, dtype=np.float32), {}, enabled)
+        lang_arr = np.asarray(langs)
+        means = {
+            lang: vectors[lang_arr == lang].mean(axis=0).astype(np.float32)
+            for lang, n in Counter(langs).items()
+            if n >= min_passages
+        }
+        return cls(vectors.mean(axis=0).astype(np.float32), means, enabled)
+
+    def mean_for(self, lang: str) -> np.ndarray:
+        return self.means.get(lang, self.global_mean)
+
+    def passages(self, vectors: np.ndarray, langs: Sequence[str]) -> np.ndarray:
+        if not self.enabled or len(vectors) == 0:
+            return vectors
+        shift = np.stack([self.mean_for(lang) for lang in langs])
+        return normalize_rows(vectors - shift)
+
+    def query(self, vector: np.ndarray, confidences: Mapping[str, float]) -> np.ndarray:
+        if not self.enabled:
+            return vector
+        total = sum(confidences.values())
+        if total <= 0:
+            mean = self.global_mean
+        else:
+            mean = np.sum([(w / total) * self.mean_for(lang) for lang, w in confidences.items()], axis=0)
+        return normalize_rows(vector - mean)
+
+    def save(self, path: Path) -> None:
+        arrays = {f"lang_{k}": v for k, v in self.means.items()}
+        np.savez(path, global_mean=self.global_mean, enabled=np.array(self.enabled), **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: Path) -> Centering:
+        with np.load(path) as data:
+            means = {k[5:]: data[k] for k in data.files if k.startswith("lang_")}
+            return cls(data["global_mean"], means, bool(data["enabled"]))
+
+    def describe(self) -> dict[str, object]:
+        return {"enabled": self.enabled, "languages": sorted(self.means)}

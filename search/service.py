@@ -1,0 +1,150 @@
+"""`SearchService`: the one object that the API, the CLI and reports call."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.config import Settings
+from search.embedding import Embedder, SentenceTransformerEmbedder
+from search.errors import BadInput, IndexMismatch
+from search.indexer import BuildSummary, build_index
+from search.language import LanguageDetector
+from search.records import Hit, Passage
+from search.store import ArticleInfo, Store, read_manifest
+
+log = logging.getLogger(__name__)
+
+# Extra candidates fetched beyond k so that ties at the cut are broken by passage id, not by FAISS order.
+_TIE_SLACK = 8
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    query: str
+    k: int = 10
+    langs: Sequence[str] = ()
+    articles: Sequence[str] = ()
+
+
+@dataclass
+class SearchResult:
+    query: str
+    query_lang: str
+    took_ms: float
+    hits: list[Hit] = field(default_factory=list)
+
+
+class SearchService:
+    """Owns the model, the language detector and the loaded index; every edge goes through it."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        embedder: Embedder | None = None,
+        detector: LanguageDetector | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self._embedder = embedder
+        self._detector = detector
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                s = self.settings
+                self._embedder = SentenceTransformerEmbedder(s.model, s.cache_dir, s.threads, s.batch_size)
+            return self._embedder
+
+    @property
+    def detector(self) -> LanguageDetector:
+        with self._lock:
+            if self._detector is None:
+                self._detector = LanguageDetector(self.settings.languages)
+            return self._detector
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = self.load()
+        return self._store
+
+    def load(self, index_dir: Path | None = None) -> Store:
+        """Load the published index, checking that it was built with the configured model."""
+        index_dir = index_dir or self.settings.index_dir
+        folder, manifest = read_manifest(index_dir)
+        built = manifest.get("model", {})
+        if built.get("name") != self.settings.model:
+            raise IndexMismatch(
+                f"the index in {index_dir}/ was built with model {built.get('name')!r} but the configured model "
+                f"is {self.settings.model!r}: rebuild with `search index PATH --index {index_dir} --model "
+                f"{self.settings.model}` or set SEARCH_MODEL={built.get('name')}"
+            )
+        embedder = self.embedder
+        if built.get("fingerprint") != embedder.fingerprint or manifest.get("dimension") != embedder.dimension:
+            raise IndexMismatch(
+                f"the index in {index_dir}/ was built with another version of {embedder.name!r} (fingerprint "
+                f"{built.get('fingerprint')}, now {embedder.fingerprint}): rebuild it with `search index`"
+            )
+        store = Store(folder, manifest)
+        self._store = store
+        return store
+
+    def build(self, paths: Sequence[Path | str], index_dir: Path | None = None, progress: bool = False) -> BuildSummary:
+        s = self.settings
+        return build_index(
+            paths,
+            index_dir or s.index_dir,
+            self.embedder,
+            self.detector,
+            centering=s.centering,
+            centering_min_passages=s.centering_min_passages,
+            progress=progress,
+        )
+
+    def validate(self, q: SearchQuery) -> None:
+        if not q.query.strip():
+            raise BadInput("query: must not be blank")
+        if len(q.query) > self.settings.max_query_chars:
+            raise BadInput(f"query: {len(q.query)} characters; at most {self.settings.max_query_chars} are allowed")
+        if not 1 <= q.k <= self.settings.max_k:
+            raise BadInput(f"k: {q.k} is outside 1..{self.settings.max_k}")
+
+    def search(self, q: SearchQuery) -> SearchResult:
+        self.validate(q)
+        store, detector, embedder = self.store, self.detector, self.embedder
+        start = time.perf_counter()
+        guess = detector.detect(q.query)
+        vector = embedder.encode([q.query], query=True)[0]
+        xq = store.centering.query(vector, guess.confidences)
+        rows = store.rows_where(q.langs, q.articles)
+        found = store.search(xq, q.k + _TIE_SLACK, rows)
+        passages = store.passages_at(r for r, _ in found)
+        ranked = sorted(((s, passages[r]) for r, s in found), key=lambda sp: (-round(sp[0], 6), sp[1].passage_id))
+        hits = [Hit(rank, score, p) for rank, (score, p) in enumerate(ranked[: q.k], start=1)]
+        return SearchResult(q.query, guess.lang, (time.perf_counter() - start) * 1000, hits)
+
+    def passage(self, passage_id: str) -> Passage:
+        return self.store.passage(passage_id)
+
+    def articles(self) -> list[ArticleInfo]:
+        return self.store.articles()
+
+    def health(self) -> dict[str, Any]:
+        store = self.store
+        m = store.manifest
+        return {
+            "status": "ok",
+            "model": m.get("model", {}).get("name"),
+            "index_size": store.size,
+            "build_id": store.build_id,
+            "built_at": m.get("built_at"),
+            "centering": m.get("centering"),
+        }

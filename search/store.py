@@ -1,0 +1,281 @@
+"""The index on disk: FAISS vectors, a SQLite passage table and a manifest, published atomically.
+
+Layout of an index folder:
+
+    index/
+      current -> builds/<build_id>      symlink, swapped atomically when a build completes
+      builds/<build_id>/
+        manifest.json                   how it was built, counts, file checksums
+        vectors.faiss                   centered, normalized vectors under an id map (id = passage row)
+        raw.npy                         the model's vectors before centering (to re-center without re-embedding)
+        centering.npz                   per-language and global mean vectors
+        passages.sqlite                 passages and articles
+      embeddings.sqlite                 embedding cache shared by all builds
+
+A build is written into its own folder and only then becomes `current`, so a failed or killed build leaves the
+previous index untouched and loadable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.centering import Centering
+from search.errors import IndexCorrupt, IndexNotFound, NotFound
+from search.records import Article, Passage
+
+MANIFEST = "manifest.json"
+_FILES = ("vectors.faiss", "raw.npy", "centering.npz", "passages.sqlite")
+_KEEP_BUILDS = 2
+
+_SCHEMA = """
+CREATE TABLE articles (
+    article_id TEXT PRIMARY KEY, title TEXT NOT NULL, source TEXT NOT NULL,
+    metadata TEXT NOT NULL, text TEXT NOT NULL
+);
+CREATE TABLE passages (
+    row INTEGER PRIMARY KEY, passage_id TEXT NOT NULL UNIQUE, article_id TEXT NOT NULL,
+    title TEXT NOT NULL, paragraph INTEGER NOT NULL, part INTEGER NOT NULL,
+    start INTEGER NOT NULL, end INTEGER NOT NULL, lang TEXT NOT NULL, text TEXT NOT NULL, section TEXT
+);
+CREATE INDEX passages_article ON passages(article_id, paragraph, part);
+CREATE INDEX passages_lang ON passages(lang);
+"""
+_PASSAGE_COLS = "passage_id, article_id, title, paragraph, part, start, end, lang, text, section"
+
+
+@dataclass(frozen=True)
+class ArticleInfo:
+    article_id: str
+    title: str
+    languages: list[str]
+    passages: int
+    metadata: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def new_build_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def current_build(index_dir: Path) -> Path | None:
+    link = index_dir / "current"
+    if not link.exists():
+        return None
+    return link.resolve()
+
+
+def write_build(
+    index_dir: Path,
+    build_id: str,
+    articles: Sequence[Article],
+    passages: Sequence[Passage],
+    raw: np.ndarray,
+    centering: Centering,
+    manifest: dict[str, Any],
+) -> Path:
+    """Write a complete build folder (not yet published) and return it."""
+    import faiss
+
+    folder = index_dir / "builds" / build_id
+    folder.mkdir(parents=True)
+    vectors = centering.passages(raw, [p.lang for p in passages])
+    dim = raw.shape[1]
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if len(passages):
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.arange(len(passages), dtype=np.int64))
+    faiss.write_index(index, str(folder / "vectors.faiss"))
+    np.save(folder / "raw.npy", raw.astype(np.float32))
+    centering.save(folder / "centering.npz")
+
+    db = sqlite3.connect(folder / "passages.sqlite")
+    with db:
+        db.executescript(_SCHEMA)
+        db.executemany(
+            "INSERT INTO articles VALUES (?, ?, ?, ?, ?)",
+            (
+                (a.id, a.title, a.source, json.dumps(a.metadata, ensure_ascii=False, default=str), a.text)
+                for a in articles
+            ),
+        )
+        db.executemany(
+            f"INSERT INTO passages (row, {_PASSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    i,
+                    p.passage_id,
+                    p.article_id,
+                    p.title,
+                    p.paragraph,
+                    p.part,
+                    p.start,
+                    p.end,
+                    p.lang,
+                    p.text,
+                    p.section,
+                )
+                for i, p in enumerate(passages)
+            ),
+        )
+    db.close()
+    manifest = {
+        **manifest,
+        "build_id": build_id,
+        "index": {"type": "IndexIDMap2(IndexFlatIP)", "metric": "inner_product", "exact": True},
+        "normalized": True,
+        "centering": centering.describe(),
+        "dimension": int(dim),
+        "files": {name: _sha256(folder / name) for name in _FILES},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def publish(index_dir: Path, folder: Path) -> None:
+    """Point `current` at a finished build with one atomic rename, then drop builds older than the last two."""
+    link = index_dir / "current"
+    tmp = index_dir / f".current-{uuid.uuid4().hex[:8]}"
+    tmp.symlink_to(folder.relative_to(index_dir))
+    os.replace(tmp, link)
+    builds = sorted((index_dir / "builds").iterdir(), key=lambda p: p.name)
+    keep = {folder.resolve()} | {b.resolve() for b in builds[-_KEEP_BUILDS:]}
+    for old in builds:
+        if old.resolve() not in keep and not old.name.startswith("."):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def discard(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_manifest(index_dir: Path) -> tuple[Path, dict[str, Any]]:
+    folder = current_build(index_dir)
+    if folder is None or not (folder / MANIFEST).is_file():
+        raise IndexNotFound(f"no index in {index_dir}/: build one with `search index seeds/ --index {index_dir}`")
+    try:
+        return folder, json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(f"{folder / MANIFEST}: unreadable ({exc}); rebuild with `search index`") from exc
+
+
+class Store:
+    """A loaded, read-only index: vector search plus passage and article lookups."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], verify: bool = True) -> None:
+        import faiss
+
+        self.folder = folder
+        self.manifest = manifest
+        for name, checksum in manifest.get("files", {}).items():
+            path = folder / name
+            if not path.is_file():
+                raise IndexCorrupt(f"{path} is missing; rebuild the index with `search index`")
+            if verify and _sha256(path) != checksum:
+                raise IndexCorrupt(f"{path} does not match its checksum in the manifest; rebuild the index")
+        try:
+            self.index = faiss.read_index(str(folder / "vectors.faiss"))
+            self.centering = Centering.load(folder / "centering.npz")
+        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+            raise IndexCorrupt(f"{folder}: cannot read the vector index ({exc}); rebuild it") from exc
+        self._db_path = folder / "passages.sqlite"
+        self._local = threading.local()
+        self.size = int(self.index.ntotal)
+        self.build_id = str(manifest.get("build_id", folder.name))
+
+    def _db(self) -> sqlite3.Connection:
+        # SQLite connections must not cross threads; FastAPI runs sync routes in a pool, so one per thread.
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, check_same_thread=False)
+            self._local.db = db
+        return db
+
+    def search(self, xq: np.ndarray, k: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """(row, score) pairs, best first, for one query vector; `rows` restricts the search to those rows."""
+        import faiss
+
+        if self.size == 0 or (rows is not None and len(rows) == 0):
+            return []
+        params = None
+        if rows is not None:
+            params = faiss.SearchParameters(
+                # type: ignore[call-arg]
+                sel=faiss.IDSelectorBatch(rows.astype(np.int64))
+            )
+        k = min(k, self.size if rows is None else len(rows))
+        scores, ids = self.index.search(np.ascontiguousarray(xq.reshape(1, -1), dtype=np.float32), k, params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def rows_where(self, langs: Sequence[str] | None, articles: Sequence[str] | None) -> np.ndarray | None:
+        if not langs and not articles:
+            return None
+        clauses: list[str] = []
+        args: list[str] = []
+        for col, values in (("lang", langs), ("article_id", articles)):
+            if values:
+                clauses.append(f"{col} IN ({','.join('?' * len(values))})")
+                args.extend(values)
+        found = self._db().execute(f"SELECT row FROM passages WHERE {' AND '.join(clauses)}", args).fetchall()
+        return np.array([r[0] for r in found], dtype=np.int64)
+
+    def passages_at(self, rows: Iterable[int]) -> dict[int, Passage]:
+        rows = list(rows)
+        if not rows:
+            return {}
+        cur = self._db().execute(
+            f"SELECT row, {_PASSAGE_COLS} FROM passages WHERE row IN ({','.join('?' * len(rows))})", rows
+        )
+        return {r[0]: Passage(*r[1:]) for r in cur}
+
+    def passage(self, passage_id: str) -> Passage:
+        r = self._db().execute(f"SELECT {_PASSAGE_COLS} FROM passages WHERE passage_id = ?", (passage_id,)).fetchone()
+        if r is None:
+            raise NotFound(f"no passage with id {passage_id!r}")
+        return Passage(*r)
+
+    def articles(self) -> list[ArticleInfo]:
+        cur = self._db().execute(
+            "SELECT a.article_id, a.title, a.metadata, group_concat(DISTINCT p.lang), count(p.row) "
+            "FROM articles a LEFT JOIN passages p ON p.article_id = a.article_id "
+            "GROUP BY a.article_id ORDER BY a.article_id"
+        )
+        return [
+            ArticleInfo(aid, title, sorted((langs or "").split(",")) if langs else [], n, json.loads(meta))
+            for aid, title, meta, langs, n in cur
+        ]
+
+    def all_passages(self) -> list[Passage]:
+        cur = self._db().execute(f"SELECT {_PASSAGE_COLS} FROM passages ORDER BY row")
+        return [Passage(*r) for r in cur]
+
+    def raw_vectors(self) -> np.ndarray:
+        return np.load(self.folder / "raw.npy")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+
+
+def passage_dict(p: Passage) -> dict[str, Any]:
+    return asdict(p)

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES))
     centering: bool = Field(True, description="per-language mean centering of vectors")
     centering_min_passages: int = Field(5, description="languages with fewer passages fall back to the global mean")
+    embedding_cache: Path | None = Field(
+        None, description="SQLite embedding cache [default: embeddings.sqlite in the index folder]"
+    )
+    query_cache_size: int = Field(4096, description="query vectors kept in memory (LRU) for repeated queries")
     batch_size: int = 32
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     host: str = "127.0.0.1"

@@ -121,6 +121,7 @@ def build_index(
     centering: bool = True,
     centering_min_passages: int = 5,
     progress: bool = False,
+    embedding_cache: Path | None = None,
 ) -> BuildSummary:
     """Index the articles under `paths` into a new build and publish it; the old one stays until then."""
     summary = BuildSummary(index_dir=str(index_dir))
@@ -135,7 +136,8 @@ def build_index(
         passages = make_passages(report.articles, embedder, detector)
 
     index_dir.mkdir(parents=True, exist_ok=True)
-    cache = EmbeddingCache(index_dir / "embeddings.sqlite", embedder.fingerprint, embedder.dimension)
+    cache_path = embedding_cache or index_dir / "embeddings.sqlite"
+    cache = EmbeddingCache(cache_path, embedder.fingerprint, embedder.dimension)
     try:
         with _stage(summary, "embed"):
             raw, summary.embedded, summary.reused = embed_with_cache(

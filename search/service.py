@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from search.config import Settings
 from search.embedding import Embedder, SentenceTransformerEmbedder
@@ -53,7 +56,8 @@ class SearchService:
         self._embedder = embedder
         self._detector = detector
         self._store: Store | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @property
     def embedder(self) -> Embedder:
@@ -107,6 +111,7 @@ class SearchService:
             centering=s.centering,
             centering_min_passages=s.centering_min_passages,
             progress=progress,
+            embedding_cache=s.embedding_cache,
         )
 
     def validate(self, q: SearchQuery) -> None:
@@ -124,10 +129,10 @@ class SearchService:
         """Answer several queries with one model call: encoding dominates the cost of a search."""
         for q in queries:
             self.validate(q)
-        store, detector, embedder = self.store, self.detector, self.embedder
+        store, detector = self.store, self.detector
         start = time.perf_counter()
         guesses = [detector.detect(q.query) for q in queries]
-        vectors = embedder.encode([q.query for q in queries], query=True)
+        vectors = self._query_vectors([q.query for q in queries])
         results = []
         for q, guess, vector in zip(queries, guesses, vectors, strict=True):
             xq = store.centering.query(vector, guess.confidences)
@@ -140,6 +145,29 @@ class SearchService:
         for r in results:
             r.took_ms = took
         return results
+
+    def _query_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors through an LRU cache keyed by the exact text: agents and UIs repeat queries."""
+        cache, size = self._query_cache, self.settings.query_cache_size
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing:
+            fresh = self.embedder.encode(missing, query=True)
+            with self._lock:
+                for t, v in zip(missing, fresh, strict=True):
+                    cache[t] = v
+                while len(cache) > size:
+                    cache.popitem(last=False)
+        with self._lock:
+            out = []
+            for t in texts:
+                vec = cache.get(t)
+                if vec is None:  # evicted by a concurrent caller between the two steps
+                    vec = self.embedder.encode([t], query=True)[0]
+                else:
+                    cache.move_to_end(t)
+                out.append(vec)
+        return np.stack(out)
 
     def passage(self, passage_id: str) -> Passage:
         return self.store.passage(passage_id)

@@ -1,0 +1,79 @@
+"""Shared fixtures: the real model (session-wide), a seed index, and a real uvicorn server on it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = ROOT / "seeds"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from search.config import Settings
+
+    # The model cache is shared with `make model` (the default ~/.cache/search) so the suite does not restore
+    # the model again; the index is the test's own.
+    return Settings(index_dir=tmp_path_factory.mktemp("seed-index"))
+
+
+@pytest.fixture(scope="session")
+def service(settings):  # type: ignore[no-untyped-def]
+    from search.service import SearchService
+
+    svc = SearchService(settings)
+    svc.build([SEEDS])
+    svc.load()
+    return svc
+
+
+@pytest.fixture(scope="session")
+def server_url(service) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A real `search serve` process (uvicorn) on the seed index, on a free loopback port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SEARCH_INDEX_DIR": str(service.settings.index_dir),
+        "SEARCH_CACHE_DIR": str(service.settings.cache_dir),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("server did not become healthy within 180 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()

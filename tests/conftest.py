@@ -43,9 +43,12 @@ def service(settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def server_url(service) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def server_url(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A real `search serve` process (uvicorn) on the seed index, on a free loopback port."""
     port = free_port()
+    # A file, not a pipe: nobody reads the server's output while tests run, and a full pipe would block it.
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log = log_path.open("w")
     env = {
         **os.environ,
         "SEARCH_INDEX_DIR": str(service.settings.index_dir),
@@ -54,15 +57,15 @@ def server_url(service) -> Iterator[str]:  # type: ignore[no-untyped-def]
     proc = subprocess.Popen(
         [sys.executable, "-m", "search", "serve", "--port", str(port)],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
-        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+            log.close()
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 break
@@ -70,10 +73,13 @@ def server_url(service) -> Iterator[str]:  # type: ignore[no-untyped-def]
             time.sleep(0.5)
     else:
         proc.kill()
-        raise RuntimeError("server did not become healthy within 180 s")
+        log.close()
+        raise RuntimeError(f"server did not become healthy within 180 s:\n{log_path.read_text()}")
     yield url
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
+    log.close()

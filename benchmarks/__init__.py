@@ -1,0 +1,1 @@
+"""Quality (`python -m benchmarks.eval`) and speed (`python -m benchmarks.bench`) measurements; not tests."""

@@ -1,0 +1,221 @@
+"""`python -m benchmarks.eval`: retrieval quality on XQuAD through the product's own path.
+
+Paragraphs are written as JSONL articles and indexed by `SearchService.build` (the code behind `search index`:
+chunking, language ID, embedding, centering); questions go through `SearchService.search_many` (query language ID,
+query centering, vector search). Each index is built twice, with centering off and on, from one shared embedding
+cache, so every passage is embedded once per run (and never again on a rerun with the same `--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.eval_report import render
+from benchmarks.machine import load_average, machine_info
+from benchmarks.metrics import distinct, score
+from benchmarks.xquad import EVAL_LANGS, Question, XQuAD, lang_of, load, write_corpus
+from search.config import Settings
+from search.embedding import Embedder
+from search.service import SearchQuery, SearchResult, SearchService
+
+log = logging.getLogger("benchmarks.eval")
+
+# Passages fetched per query: a paragraph is at most a few passages, so 30 leave at least 10 distinct paragraphs.
+K_FETCH = 30
+REFERENCE_POOL = ("en", "zh", "ru")
+
+
+class QueryMemo:
+    """The run's one embedder, remembering query vectors across services.
+
+    A service keeps an LRU of query vectors, but each service its own, and this run asks every question of up to
+    sixteen indexes (one per language and the mixed pools, centering off and on): the model is called once per
+    question and every service still goes through its own search path. Passages pass straight through (the
+    embedding cache is what saves them).
+    """
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.fingerprint = inner.fingerprint
+        self.dimension = inner.dimension
+        self.max_tokens = inner.max_tokens
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def count_tokens(self, text: str, *, query: bool = False) -> int:
+        return self.inner.count_tokens(text, query=query)
+
+    def encode(self, texts: Sequence[str], *, query: bool, progress: bool = False) -> np.ndarray:
+        if not query:
+            return self.inner.encode(texts, query=False, progress=progress)
+        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        if missing:
+            self._vectors.update(zip(missing, self.inner.encode(missing, query=True), strict=True))
+        return np.stack([self._vectors[t] for t in texts])
+
+    @property
+    def queries_encoded(self) -> int:
+        return len(self._vectors)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """One index: the paragraphs of `langs`, asked the questions of `query_langs`."""
+
+    name: str
+    langs: tuple[str, ...]
+    query_langs: tuple[str, ...]
+
+    @property
+    def mixed(self) -> bool:
+        return len(self.langs) > 1
+
+
+def pools(langs: Sequence[str]) -> list[Pool]:
+    """A pool per language (asked every language's questions: the cross-lingual matrix) and the mixed pools."""
+    out = [Pool(p, (p,), tuple(langs)) for p in langs]
+    if len(langs) > 1:
+        out.append(Pool("mixed", tuple(langs), tuple(langs)))
+    if set(REFERENCE_POOL) < set(langs):
+        out.append(Pool("mixed-" + "+".join(REFERENCE_POOL), REFERENCE_POOL, REFERENCE_POOL))
+    return out
+
+
+def ask(svc: SearchService, questions: Sequence[Question], batch: int) -> list[SearchResult]:
+    results: list[SearchResult] = []
+    for start in range(0, len(questions), batch):
+        chunk = questions[start : start + batch]
+        results.extend(svc.search_many([SearchQuery(q.text, K_FETCH) for q in chunk]))
+    return results
+
+
+def own_language_share(rankings: Sequence[Sequence[str]], lang: str) -> float:
+    shares = [sum(lang_of(a) == lang for a in r) / len(r) for r in rankings if r]
+    return sum(shares) / len(shares) if shares else 0.0
+
+
+def evaluate_pool(
+    svc: SearchService, pool: Pool, xq: XQuAD, centering: bool, batch: int, query_langid: dict[str, float]
+) -> list[dict[str, Any]]:
+    rows = []
+    sizes = {lang: len(xq.paragraphs[lang]) for lang in pool.langs}
+    for qlang in pool.query_langs:
+        questions = xq.questions[qlang]
+        start = time.perf_counter()
+        results = ask(svc, questions, batch)
+        rankings = [distinct((h.passage.article_id for h in r.hits), 10) for r in results]
+        scores = score(rankings, [q.relevant(pool.langs) for q in questions])
+        row: dict[str, Any] = {
+            "pool": pool.name,
+            "passage_langs": list(pool.langs),
+            "query_lang": qlang,
+            "centering": centering,
+            **scores.as_dict(),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        if pool.mixed:
+            row["own_lang_share_at_10"] = round(own_language_share(rankings, qlang), 4)
+            row["language_blind_share"] = round(sizes.get(qlang, 0) / sum(sizes.values()), 4)
+        rows.append(row)
+        query_langid.setdefault(qlang, round(sum(r.query_lang == qlang for r in results) / max(1, len(results)), 4))
+        log.info("%s", {k: row[k] for k in ("pool", "query_lang", "centering", "ndcg_at_10")})
+    return rows
+
+
+def passage_langid(svc: SearchService) -> dict[str, Any]:
+    """How often language ID gave a passage the language of its XQuAD file, and the usual mistakes."""
+    passages = svc.store.all_passages()
+    right: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    wrong: Counter[str] = Counter()
+    for p in passages:
+        truth = lang_of(p.article_id)
+        total[truth] += 1
+        if p.lang == truth:
+            right[truth] += 1
+        else:
+            wrong[f"{truth}->{p.lang}"] += 1
+    return {
+        "accuracy": {lang: round(right[lang] / n, 4) for lang, n in sorted(total.items())},
+        "mistakes": dict(wrong.most_common(20)),
+        "passages": len(passages),
+        "paragraphs": len({p.article_id for p in passages}),
+        "max_passages_per_paragraph": max(Counter(p.article_id for p in passages).values(), default=0),
+    }
+
+
+def run(langs: Sequence[str], limit: int | None, out: Path, batch: int = 64) -> dict[str, Any]:
+    started = time.perf_counter()
+    info = machine_info()
+    xq = load(langs, limit)
+    files = write_corpus(xq, out / "corpus")
+    cache = out / "embeddings.sqlite"
+    boot = SearchService(Settings(embedding_cache=cache))
+    memo, detector = QueryMemo(boot.embedder), boot.detector
+    builds: list[dict[str, Any]] = []
+    tasks: list[dict[str, Any]] = []
+    query_langid: dict[str, float] = {}
+    passages_langid: dict[str, Any] = {}
+    for pool in pools(langs):
+        for centering in (False, True):
+            index_dir = out / "indexes" / f"{pool.name}-{'centered' if centering else 'raw'}"
+            settings = Settings(index_dir=index_dir, centering=centering, embedding_cache=cache)
+            svc = SearchService(settings, embedder=memo, detector=detector)
+            summary = svc.build([files[lang] for lang in pool.langs])
+            svc.load()
+            builds.append({"pool": pool.name, "centering": centering, **summary.as_dict()})
+            if pool.name == "mixed" or len(langs) == 1:
+                passages_langid = passage_langid(svc)
+            tasks.extend(evaluate_pool(svc, pool, xq, centering, batch, query_langid))
+    info["load_average_at_end"] = load_average()
+    return {
+        "machine": info,
+        "config": {
+            "langs": list(langs),
+            "limit": limit,
+            "paragraphs_per_lang": {lang: len(ps) for lang, ps in xq.paragraphs.items()},
+            "questions_per_lang": {lang: len(qs) for lang, qs in xq.questions.items()},
+            "k_fetch": K_FETCH,
+            "model": boot.settings.model,
+            "centering_min_passages": boot.settings.centering_min_passages,
+            "detector_languages": boot.settings.languages,
+        },
+        "tasks": tasks,
+        "language_id": {"queries": query_langid, "passages": passages_langid},
+        "builds": builds,
+        "queries_encoded": memo.queries_encoded,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.eval", description=__doc__.split("\n")[0])
+    parser.add_argument("--langs", default=",".join(EVAL_LANGS), help="XQuAD languages [default: %(default)s]")
+    parser.add_argument("--limit", type=int, default=None, help="first N paragraphs and N questions per language")
+    parser.add_argument("--out", type=Path, default=Path("eval-results"), help="output folder [default: %(default)s]")
+    parser.add_argument("--batch", type=int, default=64, help="queries per search_many call [default: %(default)s]")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = run(langs, args.limit, args.out, args.batch)
+    (args.out / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    markdown = render(results)
+    (args.out / "eval.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

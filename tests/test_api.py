@@ -1,0 +1,123 @@
+"""The HTTP API of a real `search serve` process on the seed index, with the real model."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.model
+
+# (query, a phrase of the paragraph that must be in the top 3). The seed mixes English and Chinese paragraphs;
+# these cover zh->en, ru->en, en->zh and same-language search.
+CASES = [
+    ("普京如何看待俄美关系?", "Putin views the relationship between Russia and the United States"),
+    ("普京如何看待俄美关系?", "普京把俄美关系视为"),
+    ("科尔图诺夫曾在哪些机构任职?", "Koltunov stepped down from his position"),
+    ("特朗普对与普京的通话有何评价?", "There has been no progress at all"),
+    ("北约是冷战的产物吗?", "NATO is a product of the Cold War era"),
+    ("欧洲国家会把国防开支提高到GDP的5%吗?", "increase their defense spending to GDP 5%"),
+    ("戈尔巴乔夫犯了战略错误吗?", "It is hard to say this was a mistake of Gorbachev"),
+    (
+        "Что Путин думает об отношениях России и США?",
+        "Putin views the relationship between Russia and the United States",
+    ),
+    ("Кто такой Ушаков?", "Oleg Ushakov"),
+    ("Обсуждали ли лидеры культурную дипломатию и обмен фильмами?", "cultural diplomacy, especially film exchanges"),
+    ("Почему НАТО называют «мёртвым мозгом»?", "brain dead"),
+    ("Why did the US Department of Defense suspend aid to Ukraine?", "美国国防部暂停了包括“爱国者”防空导弹"),
+    ("Trump is a transactional president focused on deals", "外交政策就是一连串的交易"),
+    ("What did Zelensky say about Trump and Putin?", "泽连斯基发表讲话称"),
+    ("美国暂停了哪些对乌克兰的军援?", "美国国防部暂停了包括“爱国者”防空导弹"),
+    ("Who is Ushakov?", "Oleg Ushakov"),
+    ("What did Zoellick say about NATO expansion?", "Zoellick said in an interview"),
+    ("Did Russia fulfill the Treaty on Conventional Armed Forces in Europe?", "Russia fulfilled its commitments"),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), CASES)
+def test_query_finds_expected_paragraph_in_top_3(server_url: str, query: str, expected: str) -> None:
+    r = httpx.get(f"{server_url}/search", params={"q": query, "k": 3}, timeout=30)
+    assert r.status_code == 200, r.text
+    texts = [h["text"] for h in r.json()["hits"]]
+    assert any(expected in t for t in texts), f"{expected!r} not in top 3 for {query!r}: {texts}"
+
+
+def test_search_response_shape_and_order(server_url: str) -> None:
+    body = httpx.get(f"{server_url}/search", params={"q": "普京如何看待俄美关系?", "k": 10}, timeout=30).json()
+    assert body["query"] == "普京如何看待俄美关系?"
+    assert body["query_lang"] == "zh"
+    assert body["took_ms"] > 0
+    hits = body["hits"]
+    assert [h["rank"] for h in hits] == list(range(1, 11))
+    keys = [(-h["score"], h["passage_id"]) for h in hits]
+    assert keys == sorted(keys)
+    for h in hits:
+        assert set(h) >= {"score", "passage_id", "article_id", "title", "paragraph", "part", "lang", "start", "end"}
+        assert h["lang"] in {"en", "zh"}
+
+
+def test_post_search_with_language_filter(server_url: str) -> None:
+    r = httpx.post(f"{server_url}/search", json={"query": "Putin and Russia", "k": 5, "lang": ["zh"]}, timeout=30)
+    assert r.status_code == 200
+    hits = r.json()["hits"]
+    assert hits and all(h["lang"] == "zh" for h in hits)
+
+
+def test_get_search_filters_and_unknown_values(server_url: str) -> None:
+    r = httpx.get(f"{server_url}/search", params={"q": "NATO", "lang": "en", "k": 4}, timeout=30)
+    assert [h["lang"] for h in r.json()["hits"]] == ["en"] * 4
+    r = httpx.get(f"{server_url}/search", params={"q": "NATO", "lang": "xx"}, timeout=30)
+    assert r.status_code == 200 and r.json()["hits"] == []
+    r = httpx.get(f"{server_url}/search", params={"q": "NATO", "article": "no-such-article"}, timeout=30)
+    assert r.status_code == 200 and r.json()["hits"] == []
+
+
+def test_passage_roundtrip_and_404(server_url: str) -> None:
+    hit = httpx.get(f"{server_url}/search", params={"q": "Koltunov", "k": 1}, timeout=30).json()["hits"][0]
+    p = httpx.get(f"{server_url}/passages/{hit['passage_id']}", timeout=10).json()
+    assert p["text"] == hit["text"] and p["article_id"] == hit["article_id"]
+    r = httpx.get(f"{server_url}/passages/does-not-exist", timeout=10)
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+
+
+def test_articles_and_health(server_url: str) -> None:
+    articles = httpx.get(f"{server_url}/articles", timeout=10).json()
+    assert len(articles) == 1
+    assert articles[0]["article_id"] == "000_9f71073b3b5a7269.txt"
+    assert articles[0]["languages"] == ["en", "zh"]
+    health = httpx.get(f"{server_url}/health", timeout=10).json()
+    assert health["model"] == "intfloat/multilingual-e5-small"
+    assert health["index_size"] == articles[0]["passages"] > 20
+    assert health["build_id"] and health["built_at"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"q": "   "}, "query"),
+        ({"q": "NATO", "k": 0}, "k"),
+        ({"q": "NATO", "k": 1000}, "k"),
+        ({"q": "x" * 2001}, "query"),
+        ({"k": 3}, "q"),
+    ],
+)
+def test_bad_requests_answer_422_in_one_error_shape(server_url: str, params: dict[str, object], field: str) -> None:
+    r = httpx.get(f"{server_url}/search", params=params, timeout=30)
+    assert r.status_code == 422
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["code"] == "bad_input"
+    assert field in body["error"]["message"]
+
+
+def test_post_with_wrong_types_is_422(server_url: str) -> None:
+    r = httpx.post(f"{server_url}/search", json={"query": "NATO", "k": "many"}, timeout=30)
+    assert r.status_code == 422
+    assert "k" in r.json()["error"]["message"]
+
+
+def test_openapi_documents_routes_with_examples(server_url: str) -> None:
+    spec = httpx.get(f"{server_url}/openapi.json", timeout=10).json()
+    assert {"/search", "/passages/{passage_id}", "/articles", "/health"} <= set(spec["paths"])
+    assert "examples" in str(spec["paths"]["/search"]["get"]) and "ErrorOut" in spec["components"]["schemas"]
+    assert httpx.get(f"{server_url}/docs", timeout=10).status_code == 200

@@ -206,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("eval-results"), help="output folder [default: %(default)s]")
     parser.add_argument("--batch", type=int, default=64, help="queries per search_many call [default: %(default)s]")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     results = run(langs, args.limit, args.out, args.batch)

@@ -9,7 +9,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_PACKAGES = ("search", "torch", "sentence-transformers", "transformers", "faiss-cpu", "numpy", "lingua-language-detector")
+_PACKAGES = (
+    "search",
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "faiss-cpu",
+    "numpy",
+    "lingua-language-detector",
+)
 
 
 def _cpu_model() -> str:

@@ -80,9 +80,7 @@ def _limit(paragraphs: list[Paragraph], questions: list[Question], n: int) -> tu
     """The first `n` paragraphs and at most `n` questions about them, spread over those paragraphs."""
     kept = paragraphs[:n]
     ids = {p.index for p in kept}
-    about = [
-        Question(q.qid, q.lang, q.text, frozenset(q.paragraphs & ids)) for q in questions if q.paragraphs & ids
-    ]
+    about = [Question(q.qid, q.lang, q.text, frozenset(q.paragraphs & ids)) for q in questions if q.paragraphs & ids]
     step = max(1, len(about) // n)
     return kept, about[::step][:n]
 

@@ -97,8 +97,14 @@ def write_build(
     """Write a complete build folder (not yet published) and return it."""
     import faiss
 
-    folder = index_dir / "builds" / build_id
-    folder.mkdir(parents=True)
+    builds = index_dir / "builds"
+    builds.mkdir(parents=True, exist_ok=True)
+    for stale in builds.glob(".tmp-*"):  # left by a killed build; one writer at a time owns this folder
+        shutil.rmtree(stale, ignore_errors=True)
+    # Written under a hidden name and renamed when complete, so no reader ever sees a half-written build.
+    staging = builds / f".tmp-{build_id}"
+    staging.mkdir()
+    folder = staging
     vectors = centering.passages(raw, [p.lang for p in passages])
     dim = raw.shape[1]
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -148,7 +154,9 @@ def write_build(
         "files": {name: _sha256(folder / name) for name in _FILES},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-    return folder
+    final = builds / build_id
+    os.replace(staging, final)
+    return final
 
 
 def publish(index_dir: Path, folder: Path) -> None:

@@ -359,19 +359,28 @@ function renderHit(h, n) {
   const cut = excerpt(h.text || "", ranges, EXCERPT_CHARS);
   const note = el("p", { class: "note", role: "status" });
   const panel = el("div", { class: "context", id: `${id}-more`, hidden: true });
+  const hasContext = h.context !== undefined && h.context !== null;
+  const noun = hasContext ? "context" : "details";
+  const text = el("p", { class: "text", lang: langAttr(h.lang) }, markedText(h.text || "", ranges, cut.start, cut.end));
   const expand = el("button", {
     type: "button",
     class: "secondary",
     "aria-expanded": "false",
     "aria-controls": panel.id,
-    text: "Show context",
+    text: `Show ${noun}`,
   });
   expand.addEventListener("click", () => {
     const open = expand.getAttribute("aria-expanded") !== "true";
     if (open && !panel.childElementCount) panel.append(...contextPanel(h, ranges));
     panel.hidden = !open;
+    if (!hasContext) {
+      // without neighbouring paragraphs the panel adds the section and ids; the passage itself shows in full
+      text.replaceChildren(
+        ...(open ? markedText(h.text || "", ranges) : markedText(h.text || "", ranges, cut.start, cut.end)),
+      );
+    }
     expand.setAttribute("aria-expanded", String(open));
-    expand.textContent = open ? "Hide context" : "Show context";
+    expand.textContent = `${open ? "Hide" : "Show"} ${noun}`;
   });
   const actions = el("div", { class: "actions" }, expand);
   if (api.similar || !api.known) {
@@ -396,12 +405,17 @@ function renderHit(h, n) {
         "div",
         { class: "meta" },
         h.rank ? el("span", { class: "rank", text: `#${h.rank}` }) : null,
-        el("span", { class: "badge", title: languageName(h.lang) }, el("span", { class: "vh", text: "language " }), h.lang),
+        el(
+          "span",
+          { class: "badge", title: languageName(h.lang) },
+          el("span", { class: "vh", text: "language " }),
+          h.lang,
+        ),
         score ? el("span", { class: "score", title: "cosine similarity; higher is better" }, `score ${score}`) : null,
         el("span", { class: "para", title: `paragraph ${h.paragraph} (0-based), part ${h.part}` }, paragraphLabel(h)),
       ),
       el("h3", { id: `${id}-title` }, el("span", { class: "title", text: h.title || h.article_id })),
-      el("p", { class: "text", lang: langAttr(h.lang) }, markedText(h.text || "", ranges, cut.start, cut.end)),
+      text,
       actions,
       note,
       panel,
@@ -497,8 +511,8 @@ function contextPanel(h, ranges) {
       ),
     );
     if (items.length === 1) parts.push(el("p", { class: "muted", text: "No neighbouring paragraphs." }));
-  } else {
-    parts.push(el("p", { class: "full", lang: langAttr(h.lang) }, markedText(h.text || "", ranges)));
+  } else if (!h.section) {
+    parts.push(el("p", { class: "muted", text: "This passage stands under no section heading." }));
   }
   parts.push(
     el(
@@ -652,7 +666,10 @@ async function loadReports() {
     list.replaceChildren(...items.map(renderReport));
   } catch (e) {
     if (e.status === 404) none();
-    else status.replaceChildren(el("p", { class: "error", role: "alert", text: `Reports could not be listed: ${e.message}` }));
+    else
+      status.replaceChildren(
+        el("p", { class: "error", role: "alert", text: `Reports could not be listed: ${e.message}` }),
+      );
     view.reportsLoaded = e.status === 404;
   }
 }

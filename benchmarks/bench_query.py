@@ -1,0 +1,160 @@
+"""Query speed: in-process and over HTTP (a real `search serve` process) at several concurrencies, and memory.
+
+Every timed query is a distinct XQuAD question, so the service's LRU of query vectors never answers one (a repeated
+query is timed apart, as such).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.machine import rss_mb
+from benchmarks.xquad import ALL_LANGS, load
+from search.service import SearchQuery, SearchService
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def distinct_questions() -> list[str]:
+    """XQuAD questions of all languages, interleaved (en, then zh, ...), each text once."""
+    per_lang = [[q.text for q in qs] for qs in load(ALL_LANGS).questions.values()]
+    mixed = (q for group in zip_longest(*per_lang) for q in group if q is not None)
+    return list(dict.fromkeys(mixed))
+
+
+_KEYS = ("mean_ms", "p50_ms", "p95_ms", "p99_ms")
+
+
+def percentiles(ms: Sequence[float]) -> dict[str, Any]:
+    a = np.asarray(ms, dtype=np.float64)
+    if not len(a):
+        return {"n": 0}
+    values = (a.mean(), *np.percentile(a, [50, 95, 99]))
+    return {"n": len(a)} | {k: round(float(v), 2) for k, v in zip(_KEYS, values, strict=True)}
+
+
+def timed(fn: Any, items: Sequence[Any]) -> list[float]:
+    out = []
+    for item in items:
+        start = time.perf_counter()
+        fn(item)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def in_process(svc: SearchService, single: Sequence[str], batched: Sequence[str], batch: int) -> dict[str, Any]:
+    svc.search(SearchQuery("warm-up query", 10))
+    latencies = timed(lambda q: svc.search(SearchQuery(q, 10)), single)
+    repeated = timed(lambda q: svc.search(SearchQuery(q, 10)), single[: max(1, len(single) // 4)])
+    start = time.perf_counter()
+    for i in range(0, len(batched), batch):
+        svc.search_many([SearchQuery(q, 10) for q in batched[i : i + batch]])
+    batched_s = time.perf_counter() - start
+    seq = percentiles(latencies)
+    return {
+        "one_by_one": seq | {"queries_per_s": round(1000 / seq["mean_ms"], 2)},
+        "repeated_query_lru_hit": percentiles(repeated),
+        "batched": {"batch": batch, "n": len(batched), "queries_per_s": round(len(batched) / batched_s, 2)},
+    }
+
+
+def raw_query_encode(model: Any, queries: Sequence[str], prompt: str) -> dict[str, Any]:
+    """sentence-transformers alone: one `encode` call per query, with the product's query prompt."""
+    model.encode(["warm-up query"], prompt=prompt)
+    return percentiles(timed(lambda q: model.encode([q], prompt=prompt, normalize_embeddings=True), queries))
+
+
+@contextmanager
+def server(index_dir: Path, port: int, log_path: Path) -> Iterator[tuple[str, int]]:
+    """`python -m search serve` in its own process on a loopback port; yields (base url, pid) once /health answers."""
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "search", "serve", "--index", str(index_dir), "--port", str(port)]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ))
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the server exited with {proc.returncode}; see {log_path}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not answer /health within 300 s; see {log_path}")
+                time.sleep(0.5)
+            yield url, proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def drive(url: str, queries: Sequence[str], clients: int) -> dict[str, Any]:
+    """`clients` threads, each with its own connection, sending GET /search until the queries run out."""
+    import httpx
+
+    pending = iter(queries)
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=120, trust_env=False) as http:
+            while True:
+                with lock:
+                    q = next(pending, None)
+                if q is None:
+                    return
+                start = time.perf_counter()
+                r = http.get("/search", params={"q": q, "k": 10})
+                ms = (time.perf_counter() - start) * 1000
+                with lock:
+                    latencies.append(ms)
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code}: {r.text[:200]}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} requests failed, first: {errors[0]}")
+    return {"clients": clients, **percentiles(latencies), "queries_per_s": round(len(queries) / wall, 2)}
+
+
+def over_http(
+    index_dir: Path, queries: Sequence[str], per_level: dict[int, int], port: int, log: Path
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"levels": []}
+    with server(index_dir, port, log) as (url, pid):
+        out["server_rss_mb_idle"] = rss_mb(pid)
+        drive(url, ["warm-up query"], 1)
+        used = 0
+        for clients, n in per_level.items():
+            level = drive(url, queries[used : used + n], clients)
+            level["server_rss_mb"] = rss_mb(pid)
+            out["levels"].append(level)
+            used += n
+        out["server_rss_mb_end"] = rss_mb(pid)
+    return out

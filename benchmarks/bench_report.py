@@ -1,0 +1,96 @@
+"""Markdown tables of a bench run (`bench.json`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.eval_report import table
+from benchmarks.machine import machine_markdown
+
+
+def _ms(d: dict[str, Any]) -> list[str]:
+    return [f"{d[k]:.1f}" if k in d else "" for k in ("p50_ms", "p95_ms", "p99_ms")]
+
+
+def _qps(d: dict[str, Any]) -> str:
+    return f"{d['queries_per_s']:.1f}" if "queries_per_s" in d else ""
+
+
+def _rss(d: dict[str, Any] | None) -> str:
+    return f"{d.get('VmRSS', 0):.0f} (peak {d.get('VmHWM', 0):.0f})" if d else ""
+
+
+def indexing(ix: dict[str, Any]) -> str:
+    rates = [
+        [
+            "pipeline end to end (read, chunk, language ID, embed, center, write)",
+            f"{ix['pipeline_paragraphs_per_s']:.1f} paragraphs/s = {ix['pipeline_passages_per_s']:.1f} passages/s",
+        ],
+        ["its embed stage alone", f"{ix['embed_stage_passages_per_s']:.1f} passages/s"],
+        [
+            "raw sentence-transformers encode, same passages, prompt and batch size",
+            f"{ix['raw_passages_per_s']:.1f} passages/s",
+        ],
+        ["**ratio pipeline / raw**", f"**{ix['ratio_pipeline_to_raw']:.3f}**"],
+        ["ratio embed stage / raw", f"{ix['ratio_embed_stage_to_raw']:.3f}"],
+    ]
+    stages = [[name, f"{secs:.2f}"] for name, secs in ix["stages"].items()]
+    stages += [[f"of which {k} (timed again, apart)", f"{v:.2f}"] for k, v in ix["substages"].items()]
+    stages.append(["**total, end to end**", f"{ix['pipeline_seconds']:.2f}"])
+    return "\n\n".join(
+        [
+            f"## Indexing: {ix['paragraphs']} XQuAD paragraphs in {ix['languages']} languages "
+            f"({ix['passages']} passages)",
+            table(["figure", "value"], rates),
+            "Stages as the product's build reports them, in seconds (`chunk+language` and `write` are one stage each "
+            "in `search/indexer.py`; their parts are timed again apart on the same input):",
+            table(["stage", "seconds"], stages),
+        ]
+    )
+
+
+def queries(q: dict[str, Any]) -> str:
+    ip = q["in_process"]
+    one, lru, raw = ip["one_by_one"], ip["repeated_query_lru_hit"], q["raw_encode_one_query"]
+    rows = [
+        ["in process, `search` one by one", str(one["n"]), *_ms(one), _qps(one), ""],
+        ["in process, repeated query (LRU hit)", str(lru["n"]), *_ms(lru), "", ""],
+        [f"in process, `search_many` in batches of {ip['batched']['batch']}", str(ip["batched"]["n"]), "", "", "",
+         _qps(ip["batched"]), ""],
+        ["raw sentence-transformers `encode`, one query", str(raw["n"]), *_ms(raw), "", ""],
+    ]  # fmt: skip
+    for level in q["http"]["levels"]:
+        label = f"HTTP GET /search, {level['clients']} concurrent client{'s' if level['clients'] > 1 else ''}"
+        rows.append([label, str(level["n"]), *_ms(level), _qps(level), _rss(level["server_rss_mb"])])
+    return "\n\n".join(
+        [
+            f"## Queries: {q['index_passages']} passages, distinct XQuAD questions in 12 languages, k=10",
+            f"Server: `python -m search serve` in its own process on loopback; RSS after start "
+            f"{_rss(q['http']['server_rss_mb_idle'])} MB. Benchmark process (product service and raw model): "
+            f"{_rss(q['bench_process_rss_mb'])} MB.",
+            table(["what", "n", "p50 ms", "p95 ms", "p99 ms", "queries/s", "server RSS MB"], rows),
+        ]
+    )
+
+
+def vectors(vec: list[dict[str, Any]]) -> str:
+    header = ["vectors", "index", "build s", "one-by-one p50 ms", "p95 ms", "p99 ms", "batched ms/query",
+              "batched queries/s", "bytes/vector (file)", "recall@10 vs exact"]  # fmt: skip
+    rows = [
+        [f"{v['vectors']:,}", v["index"], f"{v['build_s']:.2f}", *_ms(v["one_by_one"]),
+         f"{v['batched']['ms_per_query']:.3f}", f"{v['batched']['queries_per_s']:.0f}",
+         f"{v['bytes_per_vector']:.0f}", f"{v['recall_at_10']:.4f}"]
+        for v in vec
+    ]  # fmt: skip
+    return "\n\n".join(
+        [
+            "## Vector index alone: seeded normalized 384-d float32 vectors, queries near database vectors, k=10",
+            table(header, rows),
+        ]
+    )
+
+
+def render(r: dict[str, Any]) -> str:
+    parts = ["# Speed, load and memory", machine_markdown(r["machine"]) + f" Whole run {r['seconds']} s."]
+    parts += [indexing(r["indexing"]), queries(r["queries"]), vectors(r["vectors"])]
+    return "\n\n".join(parts) + "\n"

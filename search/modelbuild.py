@@ -287,7 +287,7 @@ def _write_model(packed: PackedModel, folder: Path) -> None:
 
     c = packed.config
     max_len = int(c["max_position_embeddings"])
-    config = BertConfig(  # type: ignore[call-arg]
+    config = BertConfig(
         vocab_size=int(c["vocab_size"]),
         hidden_size=int(c["hidden_size"]),
         num_hidden_layers=int(c["num_hidden_layers"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from search import __version__
 from search.config import Settings
-from search.errors import SearchError
+from search.errors import BadInput, SearchError
 from search.records import Hit as HitRecord
 from search.records import Passage as PassageRecord
 from search.service import SearchQuery, SearchResult, SearchService
@@ -40,28 +40,76 @@ class PassageOut(BaseModel):
         return cls(**p.__dict__)
 
 
+class ContextOut(PassageOut):
+    position: Literal["before", "after"] = Field(description="where this context passage stands relative to the hit")
+
+
+class HighlightOut(BaseModel):
+    start: int = Field(description="character offset of the sentence in the hit's text")
+    end: int
+    text: str
+    score: float = Field(description="cosine similarity of the sentence to the query")
+
+
 class HitOut(PassageOut):
     rank: int
-    score: float = Field(description="cosine similarity of the centered query and passage vectors; higher is better")
+    score: float = Field(
+        description="dense: cosine of the centered query and passage vectors; lexical: BM25; "
+        "hybrid: reciprocal rank fusion, sum of weight / (rrf_k + rank) over the lists. Higher is better."
+    )
+    ranks: dict[str, int] = Field(default_factory=dict, description="rank of the passage in each fused list")
+    context: list[ContextOut] = Field(default_factory=list, description="neighbouring passages, when context > 0")
+    highlights: list[HighlightOut] = Field(default_factory=list, description="best sentences, when highlight=true")
+    article_matches: int | None = Field(None, description="candidates from the same article, with group_by=article")
 
     @classmethod
     def of_hit(cls, h: HitRecord) -> HitOut:
-        return cls(rank=h.rank, score=round(h.score, 6), **h.passage.__dict__)
+        return cls(
+            rank=h.rank,
+            score=round(h.score, 6),
+            ranks=h.ranks,
+            context=[ContextOut(position=pos, **p.__dict__) for pos, p in h.context],
+            highlights=[HighlightOut(**hl.__dict__) for hl in h.highlights],
+            article_matches=h.article_matches,
+            **h.passage.__dict__,
+        )
+
+
+Mode = Literal["dense", "lexical", "hybrid"]
 
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"query": "普京如何看待俄美关系?", "k": 5, "lang": ["en"]}]}
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"query": "普京如何看待俄美关系?", "k": 5, "lang": ["en"], "mode": "hybrid", "context": 1}]
+        },
     )
     query: str = Field(description="the question or text to search for, in any language")
     k: int = Field(10, description="number of hits, 1..100")
     lang: list[str] = Field(default_factory=list, description="only passages in these languages")
     article: list[str] = Field(default_factory=list, description="only passages of these articles")
+    mode: Mode | None = Field(None, description="dense, lexical or hybrid [default: the server's]")
+    offset: int = Field(0, description="skip this many hits (stable pagination)")
+    min_score: float | None = Field(None, description="drop hits scoring below this")
+    published_after: str | None = Field(None, description="only articles published on or after (ISO date)")
+    published_before: str | None = Field(None, description="only articles published on or before (ISO date)")
+    metadata: dict[str, str] = Field(default_factory=dict, description="equality on article metadata fields")
+    context: int = Field(0, description="paragraphs before and after each hit to include, 0..10")
+    highlight: bool = Field(False, description="add the sentences most similar to the query")
+    group_by: Literal["article"] | None = Field(None, description="one hit per article")
+
+    def to_query(self) -> SearchQuery:
+        return SearchQuery(
+            self.query, self.k, self.lang, self.article, self.mode, self.offset, self.min_score,
+            self.published_after, self.published_before, self.metadata, self.context, self.highlight, self.group_by,
+        )  # fmt: skip
 
 
 class SearchResponse(BaseModel):
     query: str
     query_lang: str = Field(description="detected language of the query")
+    mode: str = Field(description="how the hits were ranked")
     took_ms: float
     hits: list[HitOut]
 
@@ -70,9 +118,36 @@ class SearchResponse(BaseModel):
         return cls(
             query=r.query,
             query_lang=r.query_lang,
+            mode=r.mode,
             took_ms=round(r.took_ms, 2),
             hits=[HitOut.of_hit(h) for h in r.hits],
         )
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    queries: list[SearchRequest] = Field(min_length=1, max_length=256, description="1..256 searches")
+
+
+class BatchResponse(BaseModel):
+    results: list[SearchResponse] = Field(description="one response per query, in order")
+
+
+class SimilarPassagesOut(BaseModel):
+    passage_id: str
+    hits: list[HitOut]
+
+
+class ArticleMatchOut(BaseModel):
+    article_id: str
+    title: str
+    score: float = Field(description="mean over this article's passages of the best match in the other article")
+    matched_passages: int = Field(description="this article's passages with a neighbour in the other article")
+
+
+class SimilarArticlesOut(BaseModel):
+    article_id: str
+    articles: list[ArticleMatchOut]
 
 
 class ArticleOut(BaseModel):
@@ -157,13 +232,58 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
         k: Annotated[int, Query(description="number of hits, 1..100")] = 10,
         lang: Annotated[list[str] | None, Query(description="only these passage languages")] = None,
         article: Annotated[list[str] | None, Query(description="only these article ids")] = None,
+        mode: Annotated[Mode | None, Query(description="dense, lexical or hybrid")] = None,
+        offset: Annotated[int, Query(description="skip this many hits")] = 0,
+        min_score: Annotated[float | None, Query(description="drop hits scoring below this")] = None,
+        published_after: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
+        published_before: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
+        meta: Annotated[list[str] | None, Query(description="metadata equality, as field:value")] = None,
+        context: Annotated[int, Query(description="paragraphs of context before and after, 0..10")] = 0,
+        highlight: Annotated[bool, Query(description="add the best-matching sentences")] = False,
+        group_by: Annotated[Literal["article"] | None, Query(description="one hit per article")] = None,
     ) -> SearchResponse:
-        result = svc.search(SearchQuery(q, k, lang or (), article or ()))
-        return SearchResponse.of(result)
+        metadata = {}
+        for item in meta or []:
+            key, sep, value = item.partition(":")
+            if not sep or not key:
+                raise BadInput(f"meta: {item!r} should be field:value, e.g. meta=source:Reuters")
+            metadata[key] = value
+        query = SearchQuery(
+            q, k, lang or (), article or (), mode, offset, min_score, published_after, published_before, metadata,
+            context, highlight, group_by,
+        )  # fmt: skip
+        return SearchResponse.of(svc.search(query))
 
     @app.post("/search", response_model=SearchResponse, responses=_ERRORS, summary="Search passages (POST)")
     def search_post(svc: ServiceDep, body: SearchRequest) -> SearchResponse:
-        return SearchResponse.of(svc.search(SearchQuery(body.query, body.k, body.lang, body.article)))
+        return SearchResponse.of(svc.search(body.to_query()))
+
+    @app.post("/search/batch", response_model=BatchResponse, responses=_ERRORS, summary="Many searches, one call")
+    def search_batch(svc: ServiceDep, body: BatchRequest) -> BatchResponse:
+        """Up to 256 searches, each with its own k, filters and mode; the queries are encoded in one model call."""
+        results = svc.search_many([r.to_query() for r in body.queries])
+        return BatchResponse(results=[SearchResponse.of(r) for r in results])
+
+    @app.get("/passages/{passage_id}/similar", response_model=SimilarPassagesOut, responses=_ERRORS)
+    def similar_passages(
+        svc: ServiceDep,
+        passage_id: str,
+        k: Annotated[int, Query(description="number of hits, 1..100")] = 10,
+        exclude_same_article: Annotated[bool, Query(description="leave out the passage's own article")] = True,
+    ) -> SimilarPassagesOut:
+        """More like this: the nearest passages to a passage, in any language."""
+        hits = svc.similar_passages(passage_id, k, exclude_same_article)
+        return SimilarPassagesOut(passage_id=passage_id, hits=[HitOut.of_hit(h) for h in hits])
+
+    @app.get("/articles/{article_id:path}/similar", response_model=SimilarArticlesOut, responses=_ERRORS)
+    def similar_articles(
+        svc: ServiceDep,
+        article_id: str,
+        k: Annotated[int, Query(description="number of articles, 1..100")] = 10,
+    ) -> SimilarArticlesOut:
+        """Articles that share the most content with this one (a roll-up of paragraph neighbours)."""
+        matches = svc.similar_articles(article_id, k)
+        return SimilarArticlesOut(article_id=article_id, articles=[ArticleMatchOut(**m.__dict__) for m in matches])
 
     @app.get("/passages/{passage_id}", response_model=PassageOut, responses=_ERRORS)
     def get_passage(svc: ServiceDep, passage_id: str) -> PassageOut:

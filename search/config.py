@@ -35,6 +35,10 @@ class Settings(BaseSettings):
         None, description="SQLite embedding cache [default: embeddings.sqlite in the index folder]"
     )
     query_cache_size: int = Field(4096, description="query vectors kept in memory (LRU) for repeated queries")
+    default_mode: str = Field("dense", description="ranking when a search names none: dense, lexical or hybrid")
+    rrf_k: int = Field(60, description="reciprocal rank fusion constant")
+    dense_weight: float = Field(1.0, description="weight of the dense list in hybrid fusion")
+    lexical_weight: float = Field(1.0, description="weight of the lexical list in hybrid fusion")
     batch_size: int = 32
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     host: str = "127.0.0.1"

@@ -50,9 +50,28 @@ class Passage:
 
 
 @dataclass(frozen=True)
+class Highlight:
+    """A sentence of a hit that answers the query best; offsets are into the passage text."""
+
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
 class Hit:
-    """A passage found by a search, with its rank and score (higher is better)."""
+    """A passage found by a search, with its rank and score (higher is better).
+
+    `ranks` says where the passage stood in each list that was fused ("dense", "lexical"); `context` holds the
+    neighbouring passages of the same article when asked for; `article_matches` counts the article's passages
+    among the candidates when hits are grouped by article.
+    """
 
     rank: int
     score: float
     passage: Passage
+    ranks: dict[str, int] = field(default_factory=dict)
+    context: list[tuple[str, Passage]] = field(default_factory=list)
+    highlights: list[Highlight] = field(default_factory=list)
+    article_matches: int | None = None

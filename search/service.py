@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,20 +19,46 @@ from search.errors import BadInput, IndexMismatch
 from search.indexer import BuildSummary, build_index
 from search.language import LanguageDetector
 from search.records import Hit, Passage
-from search.store import ArticleInfo, Store, read_manifest
+from search.retrieval import Retriever
+from search.store import ArticleInfo, Filters, Store, read_manifest
 
 log = logging.getLogger(__name__)
 
-# Extra candidates fetched beyond k so that ties at the cut are broken by passage id, not by FAISS order.
-_TIE_SLACK = 8
+MODES = ("dense", "lexical", "hybrid")
+# Candidates fetched beyond k for more-like-this, so that dropping the source article's own passages leaves k.
+_SAME_ARTICLE_SLACK = 50
+
+
+@dataclass(frozen=True)
+class ArticleMatch:
+    article_id: str
+    title: str
+    score: float
+    matched_passages: int
 
 
 @dataclass(frozen=True)
 class SearchQuery:
+    """One search: the text, how many hits, how to rank, what to filter, and what to attach to each hit."""
+
     query: str
     k: int = 10
     langs: Sequence[str] = ()
     articles: Sequence[str] = ()
+    mode: str | None = None
+    offset: int = 0
+    min_score: float | None = None
+    published_after: str | None = None
+    published_before: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    context: int = 0
+    highlight: bool = False
+    group_by: str | None = None
+
+    def filters(self) -> Filters:
+        return Filters(
+            tuple(self.langs), tuple(self.articles), self.published_after, self.published_before, dict(self.metadata)
+        )
 
 
 @dataclass
@@ -40,6 +66,7 @@ class SearchResult:
     query: str
     query_lang: str
     took_ms: float
+    mode: str = "dense"
     hits: list[Hit] = field(default_factory=list)
 
 
@@ -121,6 +148,14 @@ class SearchService:
             raise BadInput(f"query: {len(q.query)} characters; at most {self.settings.max_query_chars} are allowed")
         if not 1 <= q.k <= self.settings.max_k:
             raise BadInput(f"k: {q.k} is outside 1..{self.settings.max_k}")
+        if q.mode is not None and q.mode not in MODES:
+            raise BadInput(f"mode: {q.mode!r} is not one of {', '.join(MODES)}")
+        if not 0 <= q.offset <= 10_000:
+            raise BadInput(f"offset: {q.offset} is outside 0..10000")
+        if not 0 <= q.context <= 10:
+            raise BadInput(f"context: {q.context} is outside 0..10")
+        if q.group_by not in (None, "article"):
+            raise BadInput(f"group_by: {q.group_by!r}; the only grouping is 'article'")
 
     def search(self, q: SearchQuery) -> SearchResult:
         return self.search_many([q])[0]
@@ -132,19 +167,26 @@ class SearchService:
         store, detector = self.store, self.detector
         start = time.perf_counter()
         guesses = [detector.detect(q.query) for q in queries]
-        vectors = self._query_vectors([q.query for q in queries])
+        needs_vectors = list(dict.fromkeys(q.query for q in queries if self._mode(q) != "lexical" or q.highlight))
+        vectors = dict(zip(needs_vectors, self._query_vectors(needs_vectors), strict=True)) if needs_vectors else {}
+        retriever = Retriever(store, self.settings, self._passage_vectors)
         results = []
-        for q, guess, vector in zip(queries, guesses, vectors, strict=True):
-            xq = store.centering.query(vector, guess.confidences)
-            found = store.search(xq, q.k + _TIE_SLACK, store.rows_where(q.langs, q.articles))
-            passages = store.passages_at(r for r, _ in found)
-            ranked = sorted(((s, passages[r]) for r, s in found), key=lambda sp: (-round(sp[0], 6), sp[1].passage_id))
-            hits = [Hit(rank, score, p) for rank, (score, p) in enumerate(ranked[: q.k], start=1)]
-            results.append(SearchResult(q.query, guess.lang, 0.0, hits))
+        for q, guess in zip(queries, guesses, strict=True):
+            mode = self._mode(q)
+            hits = retriever.run(q, mode, guess, vectors.get(q.query))
+            results.append(SearchResult(q.query, guess.lang, 0.0, mode, hits))
         took = (time.perf_counter() - start) * 1000 / max(1, len(queries))
         for r in results:
             r.took_ms = took
         return results
+
+    def _mode(self, q: SearchQuery) -> str:
+        return q.mode or self.settings.default_mode
+
+    def _passage_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of passage-side texts (highlight sentences), through the same LRU as queries."""
+        prompt_key = "\x00passage\x00"
+        return self._query_vectors([prompt_key + t for t in texts])
 
     def _query_vectors(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors through an LRU cache keyed by the exact text: agents and UIs repeat queries."""
@@ -152,7 +194,7 @@ class SearchService:
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in cache))
         if missing:
-            fresh = self.embedder.encode(missing, query=True)
+            fresh = self._encode_keys(missing)
             with self._lock:
                 for t, v in zip(missing, fresh, strict=True):
                     cache[t] = v
@@ -163,14 +205,70 @@ class SearchService:
             for t in texts:
                 vec = cache.get(t)
                 if vec is None:  # evicted by a concurrent caller between the two steps
-                    vec = self.embedder.encode([t], query=True)[0]
+                    vec = self._encode_keys([t])[0]
                 else:
                     cache.move_to_end(t)
                 out.append(vec)
         return np.stack(out)
 
+    def _encode_keys(self, keys: Sequence[str]) -> np.ndarray:
+        """Encode cache keys: plain texts are queries; keys with the passage marker are passage-side texts."""
+        marker = "\x00passage\x00"
+        out = np.zeros((len(keys), self.embedder.dimension), dtype=np.float32)
+        for is_passage in (False, True):
+            idx = [i for i, key in enumerate(keys) if key.startswith(marker) == is_passage]
+            if idx:
+                texts = [keys[i][len(marker) :] if is_passage else keys[i] for i in idx]
+                out[idx] = self.embedder.encode(texts, query=not is_passage)
+        return out
+
     def passage(self, passage_id: str) -> Passage:
         return self.store.passage(passage_id)
+
+    def similar_passages(self, passage_id: str, k: int = 10, exclude_same_article: bool = True) -> list[Hit]:
+        """More like this: the passages nearest to a passage, in any language."""
+        if not 1 <= k <= self.settings.max_k:
+            raise BadInput(f"k: {k} is outside 1..{self.settings.max_k}")
+        store = self.store
+        row = store.row_of(passage_id)
+        source = store.passage(passage_id)
+        found = store.search(store.vectors_at([row])[0], k + 1 + (_SAME_ARTICLE_SLACK if exclude_same_article else 0))
+        passages = store.passages_at(r for r, _ in found)
+        keep = [
+            (r, s)
+            for r, s in found
+            if r != row and not (exclude_same_article and passages[r].article_id == source.article_id)
+        ]
+        keep.sort(key=lambda rs: (-round(rs[1], 6), passages[rs[0]].passage_id))
+        return [Hit(i, s, passages[r]) for i, (r, s) in enumerate(keep[:k], start=1)]
+
+    def similar_articles(self, article_id: str, k: int = 10, neighbours: int = 10) -> list[ArticleMatch]:
+        """Articles that share the most content with this one, rolled up from its passages' nearest neighbours.
+
+        For each passage of the article its `neighbours` nearest passages in other articles are found; an
+        article B scores the mean, over this article's passages, of the best match in B (0 where none of B is
+        among the neighbours), and `matched_passages` counts this article's passages that found B at all.
+        """
+        if not 1 <= k <= self.settings.max_k:
+            raise BadInput(f"k: {k} is outside 1..{self.settings.max_k}")
+        store = self.store
+        rows = store.article_rows(article_id)
+        best: dict[str, dict[int, float]] = {}
+        for row, xq in zip(rows, store.vectors_at(rows), strict=True):
+            found = store.search(xq, neighbours + len(rows))
+            passages = store.passages_at(r for r, _ in found)
+            for r, score in found:
+                other = passages[r].article_id
+                if other != article_id:
+                    per_row = best.setdefault(other, {})
+                    per_row[int(row)] = max(per_row.get(int(row), -1.0), score)
+        titles = {a.article_id: a.title for a in store.articles()}
+        matches = [
+            ArticleMatch(other, titles.get(other, other), sum(scores.values()) / max(1, len(rows)), len(scores))
+            for other, scores in best.items()
+        ]
+        matches.sort(key=lambda m: (-round(m.score, 6), m.article_id))
+        return matches[:k]
 
     def articles(self) -> list[ArticleInfo]:
         return self.store.articles()

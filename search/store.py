@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from search.centering import Centering
-from search.errors import IndexCorrupt, IndexNotFound, NotFound
+from search.errors import BadInput, IndexCorrupt, IndexNotFound, NotFound
+from search.lexical import LexicalIndex
 from search.records import Article, Passage
 
 MANIFEST = "manifest.json"
-_FILES = ("vectors.faiss", "raw.npy", "centering.npz", "passages.sqlite")
 _KEEP_BUILDS = 2
 
 _SCHEMA = """
@@ -55,6 +55,20 @@ CREATE INDEX passages_article ON passages(article_id, paragraph, part);
 CREATE INDEX passages_lang ON passages(lang);
 """
 _PASSAGE_COLS = "passage_id, article_id, title, paragraph, part, start, end, lang, text, section"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrictions on which passages a search may return; empty means no restriction."""
+
+    langs: tuple[str, ...] = ()
+    articles: tuple[str, ...] = ()
+    published_after: str | None = None
+    published_before: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.langs or self.articles or self.published_after or self.published_before or self.metadata)
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,7 @@ def write_build(
     faiss.write_index(index, str(folder / "vectors.faiss"))
     np.save(folder / "raw.npy", raw.astype(np.float32))
     centering.save(folder / "centering.npz")
+    LexicalIndex.build([p.text for p in passages], [p.lang for p in passages]).save(folder / "lexical")
 
     db = sqlite3.connect(folder / "passages.sqlite")
     with db:
@@ -151,7 +166,8 @@ def write_build(
         "normalized": True,
         "centering": centering.describe(),
         "dimension": int(dim),
-        "files": {name: _sha256(folder / name) for name in _FILES},
+        "lexical": {"library": "bm25s", "per_language": True},
+        "files": {str(f.relative_to(folder)): _sha256(f) for f in sorted(folder.rglob("*")) if f.is_file()},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     final = builds / build_id
@@ -203,6 +219,7 @@ class Store:
         try:
             self.index = faiss.read_index(str(folder / "vectors.faiss"))
             self.centering = Centering.load(folder / "centering.npz")
+            self.lexical = LexicalIndex.load(folder / "lexical")
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
             raise IndexCorrupt(f"{folder}: cannot read the vector index ({exc}); rebuild it") from exc
         self._db_path = folder / "passages.sqlite"
@@ -235,16 +252,84 @@ class Store:
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def rows_where(self, langs: Sequence[str] | None, articles: Sequence[str] | None) -> np.ndarray | None:
-        if not langs and not articles:
+        return self.rows_matching(Filters(tuple(langs or ()), tuple(articles or ())))
+
+    def rows_matching(self, filters: Filters) -> np.ndarray | None:
+        """Rows that pass the filters, or None when nothing is filtered."""
+        if not filters:
             return None
         clauses: list[str] = []
         args: list[str] = []
-        for col, values in (("lang", langs), ("article_id", articles)):
+        for col, values in (("p.lang", filters.langs), ("p.article_id", filters.articles)):
             if values:
                 clauses.append(f"{col} IN ({','.join('?' * len(values))})")
                 args.extend(values)
-        found = self._db().execute(f"SELECT row FROM passages WHERE {' AND '.join(clauses)}", args).fetchall()
+        if filters.published_after:
+            clauses.append("json_extract(a.metadata, '$.published') >= ?")
+            args.append(filters.published_after)
+        if filters.published_before:
+            clauses.append("json_extract(a.metadata, '$.published') <= ?")
+            args.append(filters.published_before)
+        for key, value in filters.metadata.items():
+            if not key.replace("_", "").isalnum():
+                raise BadInput(f"metadata filter {key!r}: field names are letters, digits and underscores")
+            clauses.append(f"CAST(json_extract(a.metadata, '$.{key}') AS TEXT) = ?")
+            args.append(value)
+        found = self._db().execute(
+            "SELECT p.row FROM passages p JOIN articles a ON a.article_id = p.article_id WHERE "
+            + " AND ".join(clauses),
+            args,
+        )
         return np.array([r[0] for r in found], dtype=np.int64)
+
+    def rows_in_languages(self, rows: Sequence[int], langs: Sequence[str]) -> set[int]:
+        if not rows or not langs:
+            return set()
+        cur = self._db().execute(
+            f"SELECT row FROM passages WHERE row IN ({','.join('?' * len(rows))}) "
+            f"AND lang IN ({','.join('?' * len(langs))})",
+            [*rows, *langs],
+        )
+        return {r[0] for r in cur}
+
+    def row_of(self, passage_id: str) -> int:
+        r = self._db().execute("SELECT row FROM passages WHERE passage_id = ?", (passage_id,)).fetchone()
+        if r is None:
+            raise NotFound(f"no passage with id {passage_id!r}")
+        return int(r[0])
+
+    def article_rows(self, article_id: str) -> np.ndarray:
+        found = (
+            self._db()
+            .execute("SELECT row FROM passages WHERE article_id = ? ORDER BY paragraph, part", (article_id,))
+            .fetchall()
+        )
+        if not found:
+            exists = self._db().execute("SELECT 1 FROM articles WHERE article_id = ?", (article_id,)).fetchone()
+            if exists is None:
+                raise NotFound(f"no article with id {article_id!r}")
+        return np.array([r[0] for r in found], dtype=np.int64)
+
+    def vectors_at(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The indexed (centered, normalized) vectors of these rows."""
+        if len(rows) == 0:
+            return np.zeros((0, self.index.d), dtype=np.float32)
+        return np.stack([self.index.reconstruct(int(r)) for r in rows]).astype(np.float32)
+
+    def context(self, p: Passage, n: int) -> list[tuple[str, Passage]]:
+        """The passages of the `n` paragraphs before and after `p` in its article, in order."""
+        cur = self._db().execute(
+            f"SELECT {_PASSAGE_COLS} FROM passages WHERE article_id = ? AND paragraph BETWEEN ? AND ? "
+            "ORDER BY paragraph, part",
+            (p.article_id, p.paragraph - n, p.paragraph + n),
+        )
+        out = []
+        for r in cur:
+            other = Passage(*r)
+            if other.passage_id != p.passage_id:
+                before = (other.paragraph, other.part) < (p.paragraph, p.part)
+                out.append(("before" if before else "after", other))
+        return out
 
     def passages_at(self, rows: Iterable[int]) -> dict[int, Passage]:
         rows = list(rows)

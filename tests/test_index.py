@@ -179,3 +179,41 @@ def test_centering_subtracts_language_means_and_falls_back_to_the_global_mean() 
     np.testing.assert_allclose(q, expected / np.linalg.norm(expected), rtol=1e-5)
     off = Centering.fit(vectors, langs, min_passages=5, enabled=False)
     assert off.passages(vectors, langs) is vectors
+
+
+def test_metadata_and_date_filters_from_jsonl(tmp_path, detector) -> None:
+    rows = [
+        {"id": "a", "text": "Cats sleep in the sun.", "published": "2024-01-05", "source": "Reuters"},
+        {"id": "b", "text": "Cats chase mice at night.", "published": "2025-03-01", "source": "AP"},
+        {"id": "c", "text": "Cats purr when happy.", "published": "2025-07-09", "source": "Reuters"},
+    ]
+    corpus = tmp_path / "news.jsonl"
+    corpus.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    svc = make_service(tmp_path, detector)
+    svc.build([corpus])
+
+    def ids(**kw: object) -> set[str]:
+        return {h.passage.article_id for h in svc.search(SearchQuery("cats", k=10, **kw)).hits}  # type: ignore[arg-type]
+
+    assert ids() == {"a", "b", "c"}
+    assert ids(published_after="2025-01-01") == {"b", "c"}
+    assert ids(published_before="2025-03-01") == {"a", "b"}
+    assert ids(metadata={"source": "Reuters"}) == {"a", "c"}
+    assert ids(metadata={"source": "Reuters"}, published_after="2025-01-01") == {"c"}
+    assert ids(metadata={"source": "nobody"}) == set()
+    with pytest.raises(BadInput, match="field names"):
+        ids(metadata={"source') OR 1=1 --": "x"})
+    articles = {a.article_id: a for a in svc.articles()}
+    assert articles["a"].metadata == {"published": "2024-01-05", "source": "Reuters"}
+
+
+def test_lexical_mode_and_language_aware_hybrid(tmp_path, corpus, detector) -> None:
+    svc = make_service(tmp_path, detector)
+    svc.build([corpus])
+    lexical = svc.search(SearchQuery("domestic animals", k=5, mode="lexical")).hits
+    assert [h.passage.article_id for h in lexical] == ["en.txt"] and lexical[0].ranks == {"lexical": 1}
+    dense = svc.search(SearchQuery("domestic animals", k=6, mode="dense")).hits
+    hybrid = svc.search(SearchQuery("domestic animals", k=6, mode="hybrid")).hits
+    slots = lambda hits: [(h.rank, h.passage.passage_id) for h in hits if h.passage.lang != "en"]  # noqa: E731
+    assert slots(hybrid) == slots(dense)
+    assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)

@@ -1,0 +1,143 @@
+"""The lexical index: BM25 (bm25s) per language, with tokenization that fits each language.
+
+One BM25 index per passage language, because the lexical list only ever ranks passages in the query's own
+language: a word match must never push a cross-language hit out of the fused ranking. Chinese is segmented into
+words with jieba; Japanese, Korean and Thai fall back to character bigrams; other languages use word tokens,
+the stop words bm25s ships and a Snowball stemmer where PyStemmer has one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u0e00-\u0e7f]+")
+_BIGRAM_LANGS = {"ja", "ko", "th"}
+_STEMMERS = {
+    "en": "english", "ru": "russian", "de": "german", "es": "spanish", "fr": "french", "it": "italian",
+    "pt": "portuguese", "nl": "dutch", "sv": "swedish", "tr": "turkish", "ro": "romanian", "ar": "arabic",
+    "el": "greek", "id": "indonesian", "hi": "hindi", "uk": "ukrainian",
+}  # fmt: skip
+_STOPWORDS = {
+    "en": "STOPWORDS_EN_PLUS", "zh": "STOPWORDS_CHINESE", "ru": "STOPWORDS_RUSSIAN", "de": "STOPWORDS_GERMAN",
+    "es": "STOPWORDS_SPANISH", "fr": "STOPWORDS_FRENCH", "it": "STOPWORDS_ITALIAN", "pt": "STOPWORDS_PORTUGUESE",
+    "nl": "STOPWORDS_DUTCH", "sv": "STOPWORDS_SWEDISH", "tr": "STOPWORDS_TURKISH", "ko": "STOPWORDS_KOREAN",
+}  # fmt: skip
+
+
+@cache
+def _stopwords(lang: str) -> frozenset[str]:
+    import bm25s.stopwords
+
+    name = _STOPWORDS.get(lang)
+    return frozenset(getattr(bm25s.stopwords, name, ())) if name else frozenset()
+
+
+@cache
+def _stemmer(lang: str) -> Callable[[list[str]], list[str]] | None:
+    import Stemmer
+
+    algorithm = _STEMMERS.get(lang)
+    if algorithm is None or algorithm not in Stemmer.algorithms():
+        return None
+    stem: Callable[[list[str]], list[str]] = Stemmer.Stemmer(algorithm).stemWords
+    return stem
+
+
+@cache
+def _jieba() -> Any:
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba
+
+
+def _bigrams(run: str) -> list[str]:
+    return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
+
+
+def tokenize(text: str, lang: str) -> list[str]:
+    """Index terms of `text` as a passage or query in `lang`."""
+    text = text.lower()
+    stop = _stopwords(lang)
+    if lang == "zh":
+        words = [w.strip() for w in _jieba().lcut(text)]
+        return [w for w in words if w and _WORD.fullmatch(w) and w not in stop]
+    tokens: list[str] = []
+    if lang in _BIGRAM_LANGS:
+        for run in _CJK_RUN.findall(text):
+            tokens.extend(_bigrams(run))
+        text = _CJK_RUN.sub(" ", text)
+    words = [w for w in _WORD.findall(text) if w not in stop]
+    stem = _stemmer(lang)
+    return tokens + (stem(words) if stem else words)
+
+
+class LexicalIndex:
+    """BM25 indexes by language over passage rows; searched in the query's language only."""
+
+    def __init__(self, by_lang: dict[str, tuple[Any, np.ndarray]]) -> None:
+        self._by_lang = by_lang
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(self._by_lang)
+
+    @classmethod
+    def build(cls, texts: Sequence[str], langs: Sequence[str]) -> LexicalIndex:
+        import bm25s
+
+        by_lang: dict[str, tuple[Any, np.ndarray]] = {}
+        lang_arr = np.asarray(langs)
+        for lang in sorted(set(langs)):
+            rows = np.flatnonzero(lang_arr == lang).astype(np.int64)
+            corpus = [tokenize(texts[int(r)], lang) or ["\x00"] for r in rows]
+            bm25 = bm25s.BM25()
+            bm25.index(corpus, show_progress=False)
+            by_lang[lang] = (bm25, rows)
+        return cls(by_lang)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for lang, (bm25, rows) in self._by_lang.items():
+            bm25.save(str(folder / lang))
+            np.save(folder / lang / "rows.npy", rows)
+        (folder / "languages.json").write_text(json.dumps(sorted(self._by_lang)))
+
+    @classmethod
+    def load(cls, folder: Path) -> LexicalIndex:
+        import bm25s
+
+        if not (folder / "languages.json").is_file():
+            return cls({})
+        by_lang = {}
+        for lang in json.loads((folder / "languages.json").read_text()):
+            by_lang[lang] = (bm25s.BM25.load(str(folder / lang)), np.load(folder / lang / "rows.npy"))
+        return cls(by_lang)
+
+    def search(self, query: str, lang: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """(row, BM25 score) pairs, best first, among passages in `lang` (and in `allowed` rows if given)."""
+        entry = self._by_lang.get(lang)
+        if entry is None:
+            return []
+        bm25, rows = entry
+        vocab = bm25.vocab_dict
+        terms = [t for t in tokenize(query, lang) if t in vocab]
+        if not terms:
+            return []
+        scores = bm25.get_scores(terms)
+        if allowed is not None:
+            scores = np.where(np.isin(rows, allowed), scores, 0.0)
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [(int(rows[i]), float(scores[i])) for i in top if scores[i] > 0]

@@ -1,0 +1,94 @@
+"""Turning candidate lists into a ranking: reciprocal rank fusion, grouping by article, paging."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from search.records import Passage
+
+Ranked = list[tuple[int, float]]  # (row, score), best first
+
+
+@dataclass(frozen=True)
+class Candidate:
+    row: int
+    score: float
+    ranks: dict[str, int]
+
+
+def fuse(lists: Mapping[str, Ranked], weights: Mapping[str, float], k: int = 60) -> list[Candidate]:
+    """Reciprocal rank fusion (Cormack et al., 2009): score = sum of weight / (k + rank) over the lists.
+
+    RRF needs no score calibration between BM25 and cosine, which live on unrelated scales.
+    """
+    scores: dict[int, float] = {}
+    ranks: dict[int, dict[str, int]] = {}
+    for name, ranked in lists.items():
+        w = weights.get(name, 1.0)
+        for rank, (row, _) in enumerate(ranked, start=1):
+            scores[row] = scores.get(row, 0.0) + w / (k + rank)
+            ranks.setdefault(row, {})[name] = rank
+    return [Candidate(row, scores[row], ranks[row]) for row in scores]
+
+
+def fuse_in_language(
+    dense: Ranked, lexical: Ranked, same_language: set[int], weights: Mapping[str, float], k: int = 60
+) -> list[Candidate]:
+    """Hybrid ranking in which the lexical list can never push a cross-language hit out.
+
+    The dense ranking fixes which positions hold passages in the query's language and which hold passages in
+    other languages. The query-language positions are refilled, in order, by the reciprocal rank fusion of the
+    dense and lexical lists over query-language passages; the other positions keep their dense passages. So a
+    word match reorders (or brings in) passages of the query's language only. The score of a hit is its final
+    rank expressed as a fusion score, (dense weight + lexical weight) / (k + rank): monotone in the rank and on
+    the same scale as RRF; each list's own rank is kept in `ranks`.
+    """
+    fused = fuse({"dense": [d for d in dense if d[0] in same_language], "lexical": lexical}, weights, k)
+    fused.sort(key=lambda c: (-c.score, c.row))
+    queue = iter(fused)
+    dense_rank = {row: rank for rank, (row, _) in enumerate(dense, start=1)}
+    lexical_rank = {row: rank for rank, (row, _) in enumerate(lexical, start=1)}
+    placed: set[int] = set()
+    rows: list[int] = []
+    for row, _ in dense:
+        if row not in same_language:
+            rows.append(row)
+            continue
+        for c in queue:
+            if c.row not in placed:
+                placed.add(c.row)
+                rows.append(c.row)
+                break
+    rows.extend(c.row for c in queue if c.row not in placed)
+    total = sum(weights.get(name, 1.0) for name in ("dense", "lexical"))
+    out = []
+    for rank, row in enumerate(rows, start=1):
+        ranks = {name: r[row] for name, r in (("dense", dense_rank), ("lexical", lexical_rank)) if row in r}
+        out.append(Candidate(row, total / (k + rank), ranks))
+    return out
+
+
+def single(name: str, ranked: Ranked) -> list[Candidate]:
+    return [Candidate(row, score, {name: rank}) for rank, (row, score) in enumerate(ranked, start=1)]
+
+
+def order(candidates: Sequence[Candidate], passages: Mapping[int, Passage]) -> list[Candidate]:
+    """Best first; equal scores (to 1e-6) by passage id, so the order never depends on FAISS internals."""
+    return sorted(candidates, key=lambda c: (-round(c.score, 6), passages[c.row].passage_id))
+
+
+def group_by_article(
+    ranked: Sequence[Candidate], passages: Mapping[int, Passage]
+) -> tuple[list[Candidate], Counter[str]]:
+    """The best candidate of each article, in rank order, and how many candidates each article had."""
+    counts: Counter[str] = Counter(passages[c.row].article_id for c in ranked)
+    seen: set[str] = set()
+    best = []
+    for c in ranked:
+        article = passages[c.row].article_id
+        if article not in seen:
+            seen.add(article)
+            best.append(c)
+    return best, counts

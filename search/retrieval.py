@@ -1,0 +1,132 @@
+"""Running one query against a loaded index: candidates per mode, fusion, filters, paging, context, highlights."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from search.centering import normalize_rows
+from search.chunking import split_sentences
+from search.config import Settings
+from search.language import LanguageGuess
+from search.ranking import Candidate, fuse_in_language, group_by_article, order, single
+from search.records import Highlight, Hit, Passage
+from search.store import Store
+
+if TYPE_CHECKING:
+    from search.service import SearchQuery
+
+# Candidates taken from each list before fusion and paging; grouping by article needs a deeper pool.
+_POOL = 100
+_GROUP_POOL = 400
+# A query whose language the detector is this unsure of (a lone name such as "Koltunov") is matched lexically
+# against every indexed language written in the query's script, instead of a language that is only a guess.
+_CONFIDENT = 0.5
+_HIGHLIGHT_MARGIN = 0.02
+_SCRIPTS = {
+    "Latin": "en de es fr it pt tr vi ro pl nl sv id".split(),
+    "Cyrillic": ["ru", "uk"],
+    "CJK": ["zh", "ja"],
+    "Hangul": ["ko"],
+    "Arabic": ["ar", "fa"],
+    "Hebrew": ["he"],
+    "Greek": ["el"],
+    "Devanagari": ["hi"],
+    "Thai": ["th"],
+}
+
+
+def script_of(text: str) -> str | None:
+    """The script of the first letter of `text`, by its Unicode name ("LATIN SMALL LETTER A" -> "Latin")."""
+    for ch in text:
+        if ch.isalpha():
+            name = unicodedata.name(ch, "")
+            for script in _SCRIPTS:
+                if name.upper().startswith(script.upper()):
+                    return script
+            return "CJK" if "CJK" in name or "HIRAGANA" in name or "KATAKANA" in name else None
+    return None
+
+
+def lexical_languages(query: str, guess: LanguageGuess, indexed: Sequence[str]) -> list[str]:
+    if guess.confidences.get(guess.lang, 0.0) >= _CONFIDENT:
+        return [guess.lang] if guess.lang in indexed else []
+    script = script_of(query)
+    same = set(_SCRIPTS.get(script, [])) if script else set()
+    return [lang for lang in indexed if lang in same or lang == guess.lang]
+
+
+class Retriever:
+    """Ranks passages of one store for a query; stateless apart from what it is given."""
+
+    def __init__(
+        self, store: Store, settings: Settings, passage_vectors: Callable[[Sequence[str]], np.ndarray]
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self._passage_vectors = passage_vectors
+
+    def candidates(
+        self, q: SearchQuery, mode: str, guess: LanguageGuess, xq: np.ndarray | None, rows: np.ndarray | None
+    ) -> list[Candidate]:
+        pool = max(_GROUP_POOL if q.group_by else _POOL, 2 * (q.offset + q.k))
+        lists = {}
+        if mode != "lexical" and xq is not None:
+            lists["dense"] = self.store.search(xq, pool, rows)
+        langs: list[str] = []
+        if mode != "dense":
+            lexical = self.store.lexical
+            langs = lexical_languages(q.query, guess, lexical.languages)
+            found = [hit for lang in langs for hit in lexical.search(q.query, lang, pool, rows)]
+            lists["lexical"] = sorted(found, key=lambda rs: -rs[1])[:pool]
+        if mode == "hybrid":
+            s = self.settings
+            dense = lists.get("dense", [])
+            same = self.store.rows_in_languages([r for r, _ in dense], langs)
+            weights = {"dense": s.dense_weight, "lexical": s.lexical_weight}
+            return fuse_in_language(dense, lists["lexical"], same | {r for r, _ in lists["lexical"]}, weights, s.rrf_k)
+        return single(mode, lists.get(mode, []))
+
+    def run(self, q: SearchQuery, mode: str, guess: LanguageGuess, vector: np.ndarray | None) -> list[Hit]:
+        store = self.store
+        xq = store.centering.query(vector, guess.confidences) if vector is not None else None
+        rows = store.rows_matching(q.filters())
+        cands = self.candidates(q, mode, guess, xq, rows)
+        if q.min_score is not None:
+            cands = [c for c in cands if c.score >= q.min_score]
+        passages = store.passages_at(c.row for c in cands)
+        ranked = order(cands, passages)
+        counts = None
+        if q.group_by == "article":
+            ranked, counts = group_by_article(ranked, passages)
+        hits = []
+        for rank, c in enumerate(ranked[q.offset : q.offset + q.k], start=q.offset + 1):
+            p = passages[c.row]
+            hits.append(
+                Hit(
+                    rank,
+                    c.score,
+                    p,
+                    ranks=c.ranks,
+                    context=store.context(p, q.context) if q.context else [],
+                    highlights=self.highlights(p, xq) if q.highlight and xq is not None else [],
+                    article_matches=counts[p.article_id] if counts is not None else None,
+                )
+            )
+        return hits
+
+    def highlights(self, p: Passage, xq: np.ndarray) -> list[Highlight]:
+        """The passage's sentences closest to the query, semantically (so it works across languages)."""
+        spans = split_sentences(p.text) or [(0, len(p.text))]
+        texts = [p.text[a:b] for a, b in spans]
+        vectors = self._passage_vectors(texts)
+        vectors = (
+            normalize_rows(vectors - self.store.centering.mean_for(p.lang)) if self.store.centering.enabled else vectors
+        )
+        scores = vectors @ np.asarray(xq, dtype=np.float32).reshape(-1)
+        best = float(scores.max())
+        chosen = [i for i in np.argsort(-scores)[:2] if scores[i] >= best - _HIGHLIGHT_MARGIN]
+        return [Highlight(spans[i][0], spans[i][1], texts[i], float(scores[i])) for i in sorted(chosen)]

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from search import __version__
 from search.config import Settings
 from search.errors import BadInput, SearchError
+from search.mcp_tools import create_mcp
 from search.records import Hit as HitRecord
 from search.records import Passage as PassageRecord
 from search.service import SearchQuery, SearchResult, SearchService
@@ -194,13 +195,17 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 def create_app(service: SearchService | None = None, settings: Settings | None = None) -> FastAPI:
     """The app; the index and the model load once, in the lifespan, unless a ready service is given."""
 
+    mcp = create_mcp(lambda: app.state.service)
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/", stateless_http=True, json_response=True)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = service or SearchService(settings)
         svc.store  # noqa: B018 - load the index (and the model, which checks it) before serving
         svc.detector  # noqa: B018
         app.state.service = svc
-        yield
+        async with mcp.session_manager.run():
+            yield
 
     app = FastAPI(
         title="search",
@@ -297,4 +302,5 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
     def health(svc: ServiceDep) -> HealthOut:
         return HealthOut(**svc.health())
 
+    app.mount("/mcp", mcp_app)
     return app

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,8 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from search import __version__
 from search.config import Settings
-from search.errors import BadInput, SearchError
+from search.errors import BadInput, Forbidden, SearchError
+from search.indexer import BuildSummary
 from search.mcp_tools import create_mcp
+from search.records import Article
 from search.records import Hit as HitRecord
 from search.records import Passage as PassageRecord
 from search.service import SearchQuery, SearchResult, SearchService
@@ -185,11 +189,59 @@ def get_service(request: Request) -> SearchService:
 
 
 ServiceDep = Annotated[SearchService, Depends(get_service)]
+
+
+def writes_enabled(svc: ServiceDep) -> SearchService:
+    if not svc.settings.writes:
+        raise Forbidden("writes are off: start the server with `search serve --writes` (SEARCH_WRITES=true)")
+    return svc
+
+
+WriterDep = Annotated[SearchService, Depends(writes_enabled)]
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (404, 422, 503)}
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+
+
+async def _watch(svc: SearchService) -> None:
+    """Hot reload: serve a newly published index (`search index` swapping `current`) without a restart."""
+    while True:
+        await asyncio.sleep(svc.settings.watch_seconds)
+        try:
+            if await run_in_threadpool(svc.reload):
+                log.info("now serving build %s", svc.store.build_id)
+        except SearchError as exc:
+            log.error("new index not loaded, still serving build %s: %s", svc.store.build_id, exc)
+
+
+class ArticleIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "First paragraph.\n\nSecond paragraph.", "title": "A title"}]},
+    )
+    text: str = Field(description="the article text; blank lines separate paragraphs")
+    title: str | None = Field(None, description="[default: the article id]")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="url, published, source, lang, ...")
+
+
+class WriteOut(BaseModel):
+    build_id: str
+    articles: int
+    passages: int
+    embedded: int = Field(description="passages sent to the model")
+    reused: int = Field(description="passages whose vectors came from the embedding cache")
+    removed: int = Field(description="passages of the previous build that are gone")
+
+
+class ReloadOut(BaseModel):
+    reloaded: bool
+    build_id: str
+
+
+def _written(summary: BuildSummary) -> WriteOut:
+    return WriteOut(**{k: getattr(summary, k) for k in WriteOut.model_fields})
 
 
 def create_app(service: SearchService | None = None, settings: Settings | None = None) -> FastAPI:
@@ -204,8 +256,13 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
         svc.store  # noqa: B018 - load the index (and the model, which checks it) before serving
         svc.detector  # noqa: B018
         app.state.service = svc
-        async with mcp.session_manager.run():
-            yield
+        watcher = asyncio.create_task(_watch(svc)) if svc.settings.watch_seconds > 0 else None
+        try:
+            async with mcp.session_manager.run():
+                yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
 
     app = FastAPI(
         title="search",
@@ -301,6 +358,21 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
     @app.get("/health", response_model=HealthOut)
     def health(svc: ServiceDep) -> HealthOut:
         return HealthOut(**svc.health())
+
+    @app.put("/articles/{article_id:path}", response_model=WriteOut, responses=_ERRORS, summary="Add or replace")
+    def put_article(svc: WriterDep, article_id: str, body: ArticleIn) -> WriteOut:
+        """Upsert one article. The write is visible atomically when the call returns; searches never wait."""
+        article = Article(article_id, body.title or article_id, body.text, "api", body.metadata)
+        return _written(svc.upsert_article(article))
+
+    @app.delete("/articles/{article_id:path}", response_model=WriteOut, responses=_ERRORS, summary="Delete")
+    def delete_article(svc: WriterDep, article_id: str) -> WriteOut:
+        return _written(svc.remove_articles([article_id]))
+
+    @app.post("/admin/reload", response_model=ReloadOut, responses=_ERRORS, summary="Serve the newest index")
+    def reload(svc: WriterDep) -> ReloadOut:
+        reloaded = svc.reload()
+        return ReloadOut(reloaded=reloaded, build_id=svc.store.build_id)
 
     app.mount("/mcp", mcp_app)
     return app

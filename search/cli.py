@@ -7,12 +7,15 @@ import logging
 import sys
 import textwrap
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from search.config import Settings
 from search.errors import SearchError
+
+if TYPE_CHECKING:
+    from search.indexer import BuildSummary
 
 app = typer.Typer(
     help="Multilingual semantic search over articles.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -44,10 +47,29 @@ def index(
     model: ModelOpt = None,
     no_centering: Annotated[bool, typer.Option("--no-centering", help="turn off per-language centering")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="fail, publishing nothing, if any file or line cannot be read as is")
+    ] = False,
 ) -> None:
     """Index articles into a new build and publish it atomically."""
     settings = _settings(index, model, centering=False if no_centering else None)
-    summary = _service(settings).build(paths, progress=sys.stderr.isatty() or not as_json)
+    summary = _service(settings).build(paths, progress=sys.stderr.isatty() or not as_json, strict=strict)
+    _report_build(summary, settings, as_json)
+
+
+@app.command()
+def remove(
+    article_ids: Annotated[list[str], typer.Argument(help="ids of the articles to delete")],
+    index: IndexOpt = None,
+    model: ModelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+) -> None:
+    """Delete articles from the index (a new build without them, published atomically; nothing re-embedded)."""
+    settings = _settings(index, model)
+    _report_build(_service(settings).remove_articles(article_ids), settings, as_json)
+
+
+def _report_build(summary: BuildSummary, settings: Settings, as_json: bool) -> None:
     for s in summary.skipped:
         where = f"{s.path}:{s.line}" if s.line else s.path
         typer.echo(f"skipped {where}: {s.reason}", err=True)
@@ -93,6 +115,9 @@ def serve(
     model: ModelOpt = None,
     host: Annotated[str | None, typer.Option(help="address to bind [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="port [default: 8000]")] = None,
+    writes: Annotated[
+        bool | None, typer.Option("--writes", help="allow PUT/DELETE /articles and POST /admin/reload")
+    ] = None,
 ) -> None:
     """Serve the HTTP API (FastAPI on uvicorn)."""
     import uvicorn
@@ -100,7 +125,7 @@ def serve(
     from search.api import create_app
     from search.service import SearchService
 
-    settings = _settings(index, model, host=host, port=port)
+    settings = _settings(index, model, host=host, port=port, writes=writes)
     service = SearchService(settings)
     service.store  # noqa: B018 - fail here, with a clear message, rather than inside uvicorn's startup
     uvicorn.run(create_app(service=service), host=settings.host, port=settings.port, log_level="info")

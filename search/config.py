@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     lexical_weight: float = Field(1.0, description="weight of the lexical list in hybrid fusion")
     batch_size: int = 32
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    writes: bool = Field(False, description="allow PUT/DELETE /articles and POST /admin/reload")
+    watch_seconds: float = Field(2.0, description="how often the server checks for a newly published index; 0: never")
     host: str = "127.0.0.1"
     port: int = 8000
     max_query_chars: int = 2000

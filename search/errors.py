@@ -52,3 +52,9 @@ class NotFound(SearchError):
     exit_code = 7
     http_status = 404
     code = "not_found"
+
+
+class Forbidden(SearchError):
+    exit_code = 8
+    http_status = 403
+    code = "forbidden"

@@ -122,6 +122,7 @@ def build_index(
     centering_min_passages: int = 5,
     progress: bool = False,
     embedding_cache: Path | None = None,
+    strict: bool = False,
 ) -> BuildSummary:
     """Index the articles under `paths` into a new build and publish it; the old one stays until then."""
     summary = BuildSummary(index_dir=str(index_dir))
@@ -129,11 +130,37 @@ def build_index(
     with _stage(summary, "read"):
         report = read_corpus(paths)
     summary.skipped = report.skipped
+    if strict and report.skipped:
+        problems = "; ".join(f"{s.path}{f':{s.line}' if s.line else ''}: {s.reason}" for s in report.skipped)
+        raise BadInput(f"--strict: {len(report.skipped)} input problem(s), nothing published: {problems}")
     if not report.articles:
         names = ", ".join(str(p) for p in paths)
         raise BadInput(f"no articles found in {names}; give .txt, .md, .html or .jsonl files or folders")
+    return build_from_articles(
+        report.articles, index_dir, embedder, detector, summary, start,
+        centering=centering, centering_min_passages=centering_min_passages, progress=progress,
+        embedding_cache=embedding_cache,
+    )  # fmt: skip
+
+
+def build_from_articles(
+    articles: Sequence[Article],
+    index_dir: Path,
+    embedder: Embedder,
+    detector: LanguageDetector,
+    summary: BuildSummary | None = None,
+    start: float | None = None,
+    *,
+    centering: bool = True,
+    centering_min_passages: int = 5,
+    progress: bool = False,
+    embedding_cache: Path | None = None,
+) -> BuildSummary:
+    """Chunk, identify, embed (through the cache), center, write and publish `articles` as a new build."""
+    summary = summary or BuildSummary(index_dir=str(index_dir))
+    start = time.perf_counter() if start is None else start
     with _stage(summary, "chunk+language"):
-        passages = make_passages(report.articles, embedder, detector)
+        passages = make_passages(articles, embedder, detector)
 
     index_dir.mkdir(parents=True, exist_ok=True)
     cache_path = embedding_cache or index_dir / "embeddings.sqlite"
@@ -160,7 +187,7 @@ def build_index(
         "chunker": ChunkerSettings(max_tokens=embedder.max_tokens).describe(),
         "centering_min_passages": centering_min_passages,
         "counts": {
-            "articles": len(report.articles),
+            "articles": len(articles),
             "passages": len(passages),
             "languages": dict(Counter(langs)),
         },
@@ -168,14 +195,14 @@ def build_index(
     }
     previous = current_build(index_dir)
     with _stage(summary, "write"):
-        folder = write_build(index_dir, summary.build_id, report.articles, passages, raw, means, manifest)
+        folder = write_build(index_dir, summary.build_id, articles, passages, raw, means, manifest)
     try:
         summary.removed = _count_removed(previous, {p.passage_id for p in passages})
         publish(index_dir, folder)
     except BaseException:
         discard(folder)
         raise
-    summary.articles = len(report.articles)
+    summary.articles = len(articles)
     summary.passages = len(passages)
     summary.languages = dict(Counter(langs))
     summary.seconds = time.perf_counter() - start

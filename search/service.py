@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,12 +15,12 @@ import numpy as np
 
 from search.config import Settings
 from search.embedding import Embedder, SentenceTransformerEmbedder
-from search.errors import BadInput, IndexMismatch
-from search.indexer import BuildSummary, build_index
+from search.errors import BadInput, IndexMismatch, NotFound
+from search.indexer import BuildSummary, build_from_articles, build_index
 from search.language import LanguageDetector
-from search.records import Hit, Passage
+from search.records import Article, Hit, Passage
 from search.retrieval import Retriever
-from search.store import ArticleInfo, Filters, Store, read_manifest
+from search.store import ArticleInfo, Filters, Store, current_build, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ class SearchService:
         self._detector = detector
         self._store: Store | None = None
         self._lock = threading.RLock()
+        # One writer at a time; readers never wait for it: a write publishes a new build and swaps the store.
+        self._write_lock = threading.Lock()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @property
@@ -128,7 +130,59 @@ class SearchService:
         self._store = store
         return store
 
-    def build(self, paths: Sequence[Path | str], index_dir: Path | None = None, progress: bool = False) -> BuildSummary:
+    def reload(self) -> bool:
+        """Serve the build that `current` points at now, if it is not the one being served.
+
+        Searches already running keep the store they started with; new ones get the new store. Nothing is
+        dropped or failed, and a broken new build leaves the old one serving (the error is raised).
+        """
+        folder = current_build(self.settings.index_dir)
+        if self._store is not None and folder is not None and folder == self._store.folder:
+            return False
+        self.load()
+        return True
+
+    def _rebuild(self, change: Callable[[list[Article]], list[Article]]) -> BuildSummary:
+        s = self.settings
+        with self._write_lock:
+            articles = change(self.store.all_articles())
+            summary = build_from_articles(
+                articles, s.index_dir, self.embedder, self.detector,
+                centering=s.centering, centering_min_passages=s.centering_min_passages,
+                embedding_cache=s.embedding_cache,
+            )  # fmt: skip
+            self.reload()
+            return summary
+
+    def upsert_article(self, article: Article) -> BuildSummary:
+        """Add or replace one article; only its new or changed passages are embedded."""
+        if not article.text.strip():
+            raise BadInput(f"article {article.id!r}: text must not be blank")
+
+        def change(articles: list[Article]) -> list[Article]:
+            others = [a for a in articles if a.id != article.id]
+            return [*others, article]
+
+        return self._rebuild(change)
+
+    def remove_articles(self, article_ids: Sequence[str]) -> BuildSummary:
+        """Delete articles; raises NotFound for ids the index does not hold, and changes nothing then."""
+        known = {a.article_id for a in self.store.articles()}
+        unknown = [a for a in article_ids if a not in known]
+        if unknown:
+            raise NotFound(f"no article with id {', '.join(map(repr, unknown))}; see GET /articles")
+        if len(set(article_ids)) == len(known):
+            raise BadInput("removing every article would leave an empty index; build a new one instead")
+        drop = set(article_ids)
+        return self._rebuild(lambda articles: [a for a in articles if a.id not in drop])
+
+    def build(
+        self,
+        paths: Sequence[Path | str],
+        index_dir: Path | None = None,
+        progress: bool = False,
+        strict: bool = False,
+    ) -> BuildSummary:
         s = self.settings
         return build_index(
             paths,
@@ -139,6 +193,7 @@ class SearchService:
             centering_min_passages=s.centering_min_passages,
             progress=progress,
             embedding_cache=s.embedding_cache,
+            strict=strict,
         )
 
     def validate(self, q: SearchQuery) -> None:

@@ -357,6 +357,10 @@ class Store:
             for aid, title, meta, langs, n in cur
         ]
 
+    def all_articles(self) -> list[Article]:
+        cur = self._db().execute("SELECT article_id, title, text, source, metadata FROM articles ORDER BY rowid")
+        return [Article(aid, title, text, source, json.loads(meta)) for aid, title, text, source, meta in cur]
+
     def all_passages(self) -> list[Passage]:
         cur = self._db().execute(f"SELECT {_PASSAGE_COLS} FROM passages ORDER BY row")
         return [Passage(*r) for r in cur]

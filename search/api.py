@@ -6,12 +6,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,6 +28,8 @@ from search.records import Passage as PassageRecord
 from search.service import SearchQuery, SearchResult, SearchService
 
 log = logging.getLogger(__name__)
+
+WEB = Path(__file__).resolve().parent / "web"
 
 
 class PassageOut(BaseModel):
@@ -375,4 +379,11 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
         return ReloadOut(reloaded=reloaded, build_id=svc.store.build_id)
 
     app.mount("/mcp", mcp_app)
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def web_page() -> FileResponse:
+        """The search page for people (search/web/); the API stays where it is."""
+        return FileResponse(WEB / "index.html")
+
     return app

@@ -12,7 +12,7 @@ const api = {
   known: false, // /openapi.json was read; otherwise optional features are tried and their 404s handled
   searchParams: new Set(),
   modes: [],
-  defaultMode: null,
+  defaultMode: null, // "" when the server chooses (the parameter defaults to null)
   similar: false,
   similarParams: new Set(),
   reports: false,
@@ -22,9 +22,11 @@ const api = {
 const view = {
   controller: null, // aborts the request in flight when a newer one starts
   lastSearch: null, // {query, response}: what "Back to results" shows again
+  similarSource: null, // the passage whose neighbours are shown
   ready: false, // features are known: only then are optional routes asked for
   reportsLoaded: false,
   hitCount: 0,
+  hitViews: new Map(), // passage id -> redraw, for highlights that arrive after the hits
 };
 
 class ApiError extends Error {
@@ -150,7 +152,7 @@ function readFeatures(spec) {
     const modes = enumOf(spec, schema);
     api.modes = modes.length ? modes : ["dense", "hybrid"];
     const d = resolveRef(spec, schema).default;
-    api.defaultMode = api.modes.includes(d) ? d : api.modes[0];
+    api.defaultMode = api.modes.includes(d) ? d : "";
   }
   const similar = Object.keys(paths).find((p) => /^\/passages\/\{[^}]+\}\/similar$/.test(p) && paths[p].get);
   api.similar = Boolean(similar);
@@ -194,11 +196,13 @@ function buildModeChips(wanted) {
   if (!api.modes.length) return;
   const box = $("modes");
   const chosen = api.modes.includes(wanted) ? wanted : api.defaultMode;
-  for (const mode of api.modes) {
-    const input = el("input", { type: "radio", name: "mode", value: mode, id: `mode-${mode}` });
+  const choices = api.defaultMode === "" ? ["", ...api.modes] : api.modes;
+  for (const mode of choices) {
+    const id = `mode-${mode || "default"}`;
+    const input = el("input", { type: "radio", name: "mode", value: mode, id });
     input.checked = mode === chosen;
     input.addEventListener("change", rerunIfSearched);
-    box.append(el("label", { class: "chip", for: `mode-${mode}` }, input, el("span", { text: mode })));
+    box.append(el("label", { class: "chip", for: id }, input, el("span", { text: mode || "default" })));
   }
   box.hidden = false;
 }
@@ -206,11 +210,11 @@ function buildModeChips(wanted) {
 function readForm() {
   const langs = [...document.querySelectorAll('input[name="lang"]:checked')].map((i) => i.value);
   const mode = document.querySelector('input[name="mode"]:checked');
-  return { q: $("q").value.trim(), k: Number($("k").value) || 10, langs, mode: mode ? mode.value : null };
+  return { q: $("q").value.trim(), k: Number($("k").value) || 10, langs, mode: (mode && mode.value) || null };
 }
 
 function rerunIfSearched() {
-  if (view.lastSearch && $("q").value.trim()) runSearch();
+  if ($("q").value.trim() && $("results").dataset.state !== "idle") runSearch();
 }
 
 // ---------------------------------------------------------------- URL (permalink)
@@ -241,6 +245,7 @@ function setPermalink(url) {
 function setState(state) {
   const results = $("results");
   results.dataset.state = state;
+  delete results.dataset.highlights;
   results.setAttribute("aria-busy", state === "loading" ? "true" : "false");
   $("idle").hidden = state !== "idle";
   if (state !== "error") {
@@ -271,13 +276,14 @@ function startRequest() {
 
 // ---------------------------------------------------------------- search
 
-function searchUrl(query) {
+function searchUrl(query, { highlight = false } = {}) {
   const p = new URLSearchParams();
   p.set("q", query.q);
   p.set("k", String(query.k));
   for (const l of query.langs) p.append("lang", l);
   if (query.mode && api.searchParams.has("mode")) p.set("mode", query.mode);
   if (api.searchParams.has("context")) p.set("context", String(CONTEXT_PARAGRAPHS));
+  if (highlight) p.set("highlight", "true");
   return `search?${p}`;
 }
 
@@ -293,16 +299,44 @@ async function runSearch() {
   setPermalink(searchPermalink(query));
   const controller = startRequest();
   setState("loading");
-  $("hits").classList.add("stale");
   setStatus(`Searching for “${query.q}”…`);
   try {
     const response = await getJSON(searchUrl(query), controller.signal);
     view.lastSearch = { query, response };
     showSearch(query, response);
+    if (response.hits && response.hits.length && api.searchParams.has("highlight")) {
+      await addHighlights(query, response, controller);
+    }
   } catch (e) {
     if (e.name !== "AbortError") showError(e, "Search");
   } finally {
     if (view.controller === controller) view.controller = null;
+  }
+}
+
+// Highlights cost the server a model call per sentence, so the hits show first and their best sentences are
+// marked when a second request (same query, same ranking) brings them.
+async function addHighlights(query, response, controller) {
+  const results = $("results");
+  results.dataset.highlights = "loading";
+  $("hl-note").hidden = false;
+  try {
+    const marked = await getJSON(searchUrl(query, { highlight: true }), controller.signal);
+    const byId = new Map((marked.hits || []).map((h) => [h.passage_id, h.highlights]));
+    for (const h of response.hits) {
+      const highlights = byId.get(h.passage_id);
+      if (!highlights) continue;
+      h.highlights = highlights;
+      const update = view.hitViews.get(h.passage_id);
+      if (update) update();
+    }
+    results.dataset.highlights = "done";
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    results.dataset.highlights = "failed";
+    setStatus(`${$("status-text").textContent} · best sentences unavailable: ${e.message}`);
+  } finally {
+    $("hl-note").hidden = true;
   }
 }
 
@@ -311,7 +345,12 @@ function showSearch(query, response) {
   const hits = response.hits || [];
   const where = query.langs.length ? ` in ${query.langs.map(languageName).join(", ")}` : "";
   const ql = response.query_lang;
-  const about = `query language: ${languageName(ql)} (${ql}) · ${formatMs(response.took_ms || 0)}`;
+  const mode = response.mode ? ` · ${response.mode}` : "";
+  const serverDefault = $("mode-default");
+  if (serverDefault && serverDefault.checked && response.mode) {
+    serverDefault.nextElementSibling.textContent = `default (${response.mode})`;
+  }
+  const about = `query language: ${languageName(ql)} (${ql})${mode} · ${formatMs(response.took_ms || 0)}`;
   if (!hits.length) {
     setState("empty");
     $("hits").replaceChildren(emptyMessage(query));
@@ -348,20 +387,20 @@ function clearLanguages() {
 // ---------------------------------------------------------------- hits
 
 function renderHits(hits) {
-  const list = $("hits");
-  list.classList.remove("stale");
-  list.replaceChildren(...hits.map((h) => renderHit(h, view.hitCount++)));
+  view.hitViews.clear();
+  $("hits").replaceChildren(...hits.map((h) => renderHit(h, view.hitCount++)));
 }
 
 function renderHit(h, n) {
   const id = `hit-${n}`;
-  const ranges = highlightRanges(h);
-  const cut = excerpt(h.text || "", ranges, EXCERPT_CHARS);
+  const body = h.text || "";
+  let ranges = highlightRanges(h);
+  let cut = excerpt(body, ranges, EXCERPT_CHARS);
   const note = el("p", { class: "note", role: "status" });
   const panel = el("div", { class: "context", id: `${id}-more`, hidden: true });
-  const hasContext = h.context !== undefined && h.context !== null;
+  const hasContext = contextItems(h) !== null;
   const noun = hasContext ? "context" : "details";
-  const text = el("p", { class: "text", lang: langAttr(h.lang) }, markedText(h.text || "", ranges, cut.start, cut.end));
+  const text = el("p", { class: "text", lang: langAttr(h.lang) });
   const expand = el("button", {
     type: "button",
     class: "secondary",
@@ -369,18 +408,25 @@ function renderHit(h, n) {
     "aria-controls": panel.id,
     text: `Show ${noun}`,
   });
+  // without neighbouring paragraphs the panel adds the section and ids, and the passage itself shows in full
+  const showText = () => {
+    const full = !hasContext && expand.getAttribute("aria-expanded") === "true";
+    text.replaceChildren(...(full ? markedText(body, ranges) : markedText(body, ranges, cut.start, cut.end)));
+  };
+  showText();
   expand.addEventListener("click", () => {
     const open = expand.getAttribute("aria-expanded") !== "true";
     if (open && !panel.childElementCount) panel.append(...contextPanel(h, ranges));
     panel.hidden = !open;
-    if (!hasContext) {
-      // without neighbouring paragraphs the panel adds the section and ids; the passage itself shows in full
-      text.replaceChildren(
-        ...(open ? markedText(h.text || "", ranges) : markedText(h.text || "", ranges, cut.start, cut.end)),
-      );
-    }
     expand.setAttribute("aria-expanded", String(open));
     expand.textContent = `${open ? "Hide" : "Show"} ${noun}`;
+    showText();
+  });
+  view.hitViews.set(h.passage_id, () => {
+    ranges = highlightRanges(h);
+    cut = excerpt(body, ranges, EXCERPT_CHARS);
+    showText();
+    if (panel.childElementCount) panel.replaceChildren(...contextPanel(h, ranges));
   });
   const actions = el("div", { class: "actions" }, expand);
   if (api.similar || !api.known) {
@@ -394,7 +440,7 @@ function renderHit(h, n) {
       }),
     );
   }
-  const score = typeof h.score === "number" ? h.score.toFixed(3) : "";
+  const score = typeof h.score === "number" ? h.score.toPrecision(3) : "";
   return el(
     "li",
     { class: "hit", "data-lang": h.lang, "data-passage-id": h.passage_id },
@@ -411,7 +457,7 @@ function renderHit(h, n) {
           el("span", { class: "vh", text: "language " }),
           h.lang,
         ),
-        score ? el("span", { class: "score", title: "cosine similarity; higher is better" }, `score ${score}`) : null,
+        score ? el("span", { class: "score", title: "higher is better" }, `score ${score}`) : null,
         el("span", { class: "para", title: `paragraph ${h.paragraph} (0-based), part ${h.part}` }, paragraphLabel(h)),
       ),
       el("h3", { id: `${id}-title` }, el("span", { class: "title", text: h.title || h.article_id })),
@@ -493,6 +539,8 @@ function markedText(text, ranges, from = 0, to = text.length) {
 
 function contextPanel(h, ranges) {
   const parts = [];
+  const fused = h.ranks && typeof h.ranks === "object" ? Object.entries(h.ranks) : [];
+  const ranks = fused.map(([list, rank]) => `${list} #${rank}`).join(" · ");
   if (h.section) parts.push(el("p", { class: "section" }, el("span", { class: "label", text: "Section " }), h.section));
   const items = contextItems(h);
   if (items) {
@@ -524,42 +572,57 @@ function contextPanel(h, ranges) {
       el("dd", {}, el("a", { href: `passages/${encodeURIComponent(h.passage_id)}`, text: h.passage_id })),
       el("dt", { text: "Characters" }),
       el("dd", { text: `${h.start}–${h.end}` }),
+      ranks ? el("dt", { text: "Ranks" }) : null,
+      ranks ? el("dd", { text: ranks }) : null,
     ),
   );
   return parts;
 }
 
-// `context` may be a list of neighbouring passages (with or without the hit itself) or {before: [...], after: [...]}.
+// `context` may be a list of neighbouring passages (marked `position: before|after`, or ordered by paragraph, with
+// or without the hit itself) or {before: [...], after: [...]}. No neighbours at all is null: nothing to show.
 function contextItems(h) {
   const c = h.context;
   if (!c || typeof c !== "object") return null;
   const norm = (x) => (typeof x === "string" ? { text: x } : { ...x });
+  const order = (xs) => xs.sort((a, b) => (a.paragraph ?? 0) - (b.paragraph ?? 0) || (a.part ?? 0) - (b.part ?? 0));
   const self = { ...h, self: true };
+  if (!Array.isArray(c)) {
+    const before = (c.before || []).map(norm);
+    const after = (c.after || []).map(norm);
+    return before.length || after.length ? [...before, self, ...after] : null;
+  }
+  if (!c.length) return null;
+  const items = c.map(norm);
+  if (items.some((x) => x.position === "before" || x.position === "after")) {
+    const at = (pos) => order(items.filter((x) => x.position === pos));
+    return [...at("before"), self, ...at("after")];
+  }
   const isSelf = (x) =>
     (x.passage_id && x.passage_id === h.passage_id) ||
     (x.passage_id === undefined && x.paragraph === h.paragraph && (x.part ?? 0) === h.part);
-  if (!Array.isArray(c)) {
-    return [...(c.before || []).map(norm), self, ...(c.after || []).map(norm)];
+  const marked = items.map((x) => (isSelf(x) ? self : x));
+  if (!marked.some((x) => x.self)) {
+    const at = marked.findIndex((x) => x.paragraph !== undefined && x.paragraph > h.paragraph);
+    marked.splice(at < 0 ? marked.length : at, 0, self);
   }
-  const items = c.map(norm).map((x) => (isSelf(x) ? self : x));
-  if (!items.some((x) => x.self)) {
-    const at = items.findIndex((x) => x.paragraph !== undefined && x.paragraph > h.paragraph);
-    items.splice(at < 0 ? items.length : at, 0, self);
-  }
-  return items;
+  return marked;
 }
 
 // ---------------------------------------------------------------- more like this
+
+const SAME_ARTICLE = "exclude_same_article"; // the server leaves a passage's own article out unless told not to
 
 function similarUrl(passageId, k) {
   const p = new URLSearchParams();
   if (!api.known || api.similarParams.has("k")) p.set("k", String(k));
   if (api.similarParams.has("lang")) for (const l of readForm().langs) p.append("lang", l);
+  if (api.similarParams.has(SAME_ARTICLE) && $("same-article").checked) p.set(SAME_ARTICLE, "false");
   const query = p.toString();
   return `passages/${encodeURIComponent(passageId)}/similar${query ? `?${query}` : ""}`;
 }
 
-async function showSimilar(source, note) {
+async function showSimilar(source, note, { focus = true } = {}) {
   const controller = startRequest();
   note.textContent = "Finding similar passages…";
   try {
@@ -567,20 +630,28 @@ async function showSimilar(source, note) {
     note.textContent = "";
     const raw = Array.isArray(body) ? body : (body && (body.hits || body.similar || body.results)) || [];
     const hits = raw.filter((h) => h.passage_id !== source.passage_id);
+    view.similarSource = source;
+    const sameArticle = api.similarParams.has(SAME_ARTICLE);
     const p = new URLSearchParams({ similar: source.passage_id });
+    if (sameArticle && $("same-article").checked) p.set("same", "1");
     setPermalink(pageUrl(p));
     setState(hits.length ? "results" : "empty");
-    $("similar-of").replaceChildren(
-      "Passages like ",
-      el("strong", { text: `${source.title || source.article_id} ${paragraphLabel(source)}` }),
-      ` (${source.lang})`,
-    );
+    const name = `${source.title || source.article_id} ${paragraphLabel(source)}`;
+    $("similar-of").replaceChildren("Passages like ", el("strong", { text: name }), ` (${source.lang})`);
     $("similar-bar").hidden = false;
+    $("same-article-choice").hidden = !sameArticle;
     $("back").hidden = !view.lastSearch;
-    if (hits.length) renderHits(hits);
-    else $("hits").replaceChildren(el("li", { class: "empty", text: "No similar passages found." }));
-    setStatus(`${hits.length} passages like ${paragraphLabel(source)} of ${source.title || source.article_id}`);
-    $("results").focus();
+    if (hits.length) {
+      renderHits(hits);
+    } else {
+      const hint =
+        sameArticle && !$("same-article").checked
+          ? " in other articles. Tick “Include passages of the same article” to look in this one too."
+          : ".";
+      $("hits").replaceChildren(el("li", { class: "empty", text: `No similar passages${hint}` }));
+    }
+    setStatus(`${hits.length} ${hits.length === 1 ? "passage" : "passages"} like ${name}`);
+    if (focus) $("results").focus();
   } catch (e) {
     if (e.name === "AbortError") return;
     note.textContent =
@@ -593,10 +664,9 @@ async function showSimilar(source, note) {
 }
 
 async function similarFromUrl(passageId) {
-  const note = $("status-text");
   try {
     const passage = await getJSON(`passages/${encodeURIComponent(passageId)}`);
-    await showSimilar(passage, note);
+    await showSimilar(passage, $("status-text"), { focus: false });
   } catch (e) {
     showError(e, "Loading the passage");
   }
@@ -688,7 +758,12 @@ function showView() {
 function onKey(e) {
   if (e.key !== "/" || e.ctrlKey || e.metaKey || e.altKey) return;
   const t = e.target;
-  if (t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+  const typing =
+    t instanceof HTMLElement &&
+    (t.isContentEditable ||
+      /^(TEXTAREA|SELECT)$/.test(t.tagName) ||
+      (t.tagName === "INPUT" && !/^(checkbox|radio|button|submit|reset)$/.test(t.type)));
+  if (typing) return;
   e.preventDefault();
   if (location.hash === "#reports") {
     location.hash = "#search";
@@ -717,6 +792,10 @@ async function init() {
   });
   $("k").addEventListener("change", rerunIfSearched);
   $("back").addEventListener("click", backToResults);
+  $("same-article").checked = params.get("same") === "1";
+  $("same-article").addEventListener("change", () => {
+    if (view.similarSource) showSimilar(view.similarSource, $("status-text"), { focus: false });
+  });
   for (const b of document.querySelectorAll("button.example")) {
     b.addEventListener("click", () => {
       $("q").value = b.dataset.q;

@@ -25,6 +25,7 @@ from search.mcp_tools import create_mcp
 from search.records import Article
 from search.records import Hit as HitRecord
 from search.records import Passage as PassageRecord
+from search.report_api import router as report_router
 from search.service import SearchQuery, SearchResult, SearchService
 
 log = logging.getLogger(__name__)
@@ -378,6 +379,7 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
         reloaded = svc.reload()
         return ReloadOut(reloaded=reloaded, build_id=svc.store.build_id)
 
+    app.include_router(report_router)
     app.mount("/mcp", mcp_app)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 

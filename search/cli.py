@@ -140,6 +140,15 @@ def prepare_model(model: ModelOpt = None) -> None:
     typer.echo(str(resolve_model(settings.model, settings.cache_dir)))
 
 
+def _register_report() -> None:
+    from search.report_cli import report as report_command
+
+    app.command("report")(report_command)
+
+
+_register_report()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -1,0 +1,391 @@
+"""Batch similarity reports, computation only: kNN per language, calibrated labels, groups, article matrix, alignment.
+
+Everything here works on arrays (centered, normalized vectors and integer codes for languages and articles) and
+never holds an n x n matrix: each query batch is scored against one language's vectors in blocks and reduced to
+its k best with FAISS's heaps, so memory is bounded by `batch x block` scores plus the (n, languages, k) result.
+
+Labels, per unordered language pair (A, B):
+
+- near-duplicate: same language and cosine >= `dup_threshold` (fixed: near-identical texts score close to 1);
+- translation: different languages, a mutual best match by margin (bitext mining, Artetxe & Schwenk 2019: the
+  cosine minus the mean cosine of both passages' 4 nearest neighbours in the other's language; the difference form,
+  as centered cosines can be near 0), character lengths within `length_ratio` of the languages' median ratio
+  (Gale & Church), and a margin above the pair's threshold. The threshold comes from target-decoy competition:
+  targets are mutual best matches, decoys are the second-best matches of mutual queries and the best matches of
+  the others (a passage has at most one translation per language); it is the lowest margin at which decoys above
+  it are at most `fdr` times the targets above it;
+- related: cosine >= the pair's threshold: the `related_quantile` quantile of the cosines of random passage pairs of
+  that language pair (each passage's best match left out), or a fixed `--threshold`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+Progress = Callable[[str, int, int], None]
+LABELS = ("near-duplicate", "translation", "related")
+NEAR_DUPLICATE, TRANSLATION, RELATED = 0, 1, 2
+_BLOCK = 8192
+_MAX_SLACK = 256
+_BACKGROUND_SAMPLES = 20_000
+_RECALL_SAMPLES = 256
+MARGIN_K = 4  # neighbours in the margin's denominator, as in Artetxe & Schwenk (2019)
+
+
+def no_progress(stage: str, done: int, total: int) -> None:
+    """The default progress callback: nothing."""
+
+
+@dataclass
+class Neighbours:
+    """Each passage's k nearest passages in each language, itself and excluded ones (same article) left out."""
+
+    ids: np.ndarray  # (n, L, k) int64 rows; -1 where fewer than k candidates
+    scores: np.ndarray  # (n, L, k) float32 cosine, best first; -inf where ids is -1
+    recall: float | None = None  # recall@k of the approximate search against exact search, None when exact
+
+
+@dataclass(frozen=True)
+class PairCalibration:
+    """How the thresholds of one language pair were set, and what the pair's scores look like."""
+
+    lang_a: str
+    lang_b: str
+    related: float
+    related_how: str
+    translation: float | None = None
+    translation_how: str = ""
+    near_duplicate: float | None = None
+    background: dict[str, float] = field(default_factory=dict)
+    targets: int = 0
+
+
+@dataclass
+class Pairs:
+    """Labelled passage pairs (rows a < b into the selection), and the calibration that labelled them."""
+
+    a: np.ndarray
+    b: np.ndarray
+    score: np.ndarray
+    margin: np.ndarray
+    label: np.ndarray  # int8 index into LABELS
+    calibration: list[PairCalibration]
+    margins: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # targets, decoys
+
+
+def _exact_knn(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    heap = faiss.ResultHeap(len(xq), k, keep_max=True)
+    for j in range(0, len(xb), _BLOCK):
+        block = np.ascontiguousarray(xq @ xb[j : j + _BLOCK].T, dtype=np.float32)
+        heap.heaps.addn(block.shape[1], faiss.swig_ptr(block), j, 0, len(xq))
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def _ivf(xb: np.ndarray) -> Any:
+    import faiss
+
+    nlist = max(1, min(int(4 * np.sqrt(len(xb))), len(xb) // 39))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(xb.shape[1]), xb.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(xb)
+    index.add(xb)
+    index.nprobe = max(8, nlist // 16)
+    return index
+
+
+def knn_by_lang(
+    x: np.ndarray,
+    lang: np.ndarray,
+    n_langs: int,
+    group: np.ndarray,
+    k: int,
+    batch: int = 2048,
+    exclude_group: bool = True,
+    approximate: bool = False,
+    progress: Progress = no_progress,
+) -> Neighbours:
+    """k nearest neighbours of every row among each language's rows, never itself nor (if asked) its own group."""
+    n = len(x)
+    ids = np.full((n, n_langs, k), -1, dtype=np.int64)
+    scores = np.full((n, n_langs, k), -np.inf, dtype=np.float32)
+    found = hit = 0
+    for li in range(n_langs):
+        rows = np.flatnonzero(lang == li)
+        if len(rows) == 0:
+            continue
+        contiguous = rows[-1] - rows[0] + 1 == len(rows)
+        xb = x[rows[0] : rows[-1] + 1] if contiguous else x[rows]
+        slack = 1 + (min(int(np.bincount(group[rows]).max()), _MAX_SLACK) if exclude_group else 0)
+        kk = min(k + slack, len(rows))
+        index: Any = _ivf(xb) if approximate and len(rows) > 1000 else None
+        if index is not None:  # recall@k of this language's index on a random sample of queries
+            sample = x[np.random.default_rng(li).choice(n, min(n, _RECALL_SAMPLES), replace=False)]
+            approx, exact = index.search(sample, k)[1], _exact_knn(sample, xb, k)[1]
+            hit += sum(len(np.intersect1d(a[a >= 0], e)) for a, e in zip(approx, exact, strict=True))
+            found += int((exact >= 0).sum())
+        for start in range(0, n, batch):
+            xq = x[start : start + batch]
+            d, i = index.search(xq, kk) if index is not None else _exact_knn(xq, xb, kk)
+            glob = np.where(i >= 0, rows[np.maximum(i, 0)], -1)
+            me = np.arange(start, start + len(xq))[:, None]
+            bad = (glob < 0) | (glob == me)
+            if exclude_group:
+                bad |= group[np.maximum(glob, 0)] == group[me]
+            order = np.argsort(bad, axis=1, kind="stable")[:, :k]
+            keep = ~np.take_along_axis(bad, order, 1)
+            width = order.shape[1]
+            ids[start : start + len(xq), li, :width] = np.where(keep, np.take_along_axis(glob, order, 1), -1)
+            scores[start : start + len(xq), li, :width] = np.where(keep, np.take_along_axis(d, order, 1), -np.inf)
+            progress("knn", li * n + start + len(xq), n_langs * n)
+    return Neighbours(ids, scores, hit / found if found else None)
+
+
+def margins(nb: Neighbours, lang: np.ndarray, margin_k: int = MARGIN_K) -> tuple[np.ndarray, np.ndarray]:
+    """Margin of every neighbour (cosine minus the mean cosine of both sides' `margin_k` nearest neighbours in the
+    other's language), and each passage's best match per language by margin (-1 if none)."""
+    valid = nb.ids[:, :, :margin_k] >= 0
+    avg = np.where(valid, nb.scores[:, :, :margin_k], 0).sum(axis=2) / np.maximum(valid.sum(axis=2), 1)  # (n, L)
+    back = avg[np.maximum(nb.ids, 0), lang[:, None, None]]  # each neighbour's mean score in my language
+    margin = np.where(nb.ids >= 0, nb.scores - (avg[:, :, None] + back) / 2, -np.inf).astype(np.float32)
+    best = np.take_along_axis(nb.ids, margin.argmax(axis=2)[:, :, None], 2)[:, :, 0]
+    return margin, np.where(valid.any(axis=2), best, -1)
+
+
+def fdr_threshold(targets: np.ndarray, decoys: np.ndarray, fdr: float) -> float:
+    """Lowest score t with (decoys >= t) / (targets >= t) <= fdr; inf when none qualifies."""
+    t_sorted = np.sort(targets)[::-1]
+    d_sorted = np.sort(decoys)
+    n_dec = len(d_sorted) - np.searchsorted(d_sorted, t_sorted, side="left")
+    ok = n_dec <= fdr * np.arange(1, len(t_sorted) + 1)
+    return float(t_sorted[np.flatnonzero(ok)[-1]]) if ok.any() else float("inf")
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """How pairs are labelled; see the module docstring."""
+
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    related_quantile: float = 0.999
+    dup_threshold: float = 0.9
+    fdr: float = 0.05
+    length_ratio: float = 2.0
+    exclude_group: bool = True
+    seed: int = 0
+
+
+def _edges(nb: Neighbours, margin: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The kNN edges as unordered pairs a < b, each once, with cosine and margin (both symmetric)."""
+    n, n_langs, k = nb.ids.shape
+    src = np.repeat(np.arange(n), n_langs * k)
+    dst, cos, mar = nb.ids.ravel(), nb.scores.ravel(), margin.ravel()
+    fwd, rev = dst > src, (dst >= 0) & (dst < src)
+    a, b = np.r_[src[fwd], dst[rev]], np.r_[dst[fwd], src[rev]]
+    _, first = np.unique(a * n + b, return_index=True)
+    return a[first], b[first], np.r_[cos[fwd], cos[rev]][first], np.r_[mar[fwd], mar[rev]][first]
+
+
+def label_pairs(
+    x: np.ndarray,
+    nb: Neighbours,
+    lang: np.ndarray,
+    lang_names: Sequence[str],
+    group: np.ndarray,
+    length: np.ndarray,
+    options: LabelOptions | None = None,
+) -> Pairs:
+    """Calibrate thresholds per language pair and label the kNN edges that pass them."""
+    o = options or LabelOptions()
+    margin, best = margins(nb, lang)
+    a, b, cos, mar = _edges(nb, margin)
+    la, lb = lang[a], lang[b]
+    mutual = (best[a, lb] == b) & (best[b, la] == a)
+    log_len = np.log(np.maximum(length, 1))
+    label = np.full(len(a), -1, dtype=np.int8)
+    rng = np.random.default_rng(o.seed)
+    calibration, curves = [], {}
+    for ia, ib in ((i, j) for i in range(len(lang_names)) for j in range(i, len(lang_names))):
+        name_a, name_b = lang_names[ia], lang_names[ib]
+        rows_a, rows_b = np.flatnonzero(lang == ia), np.flatnonzero(lang == ib)
+        if len(rows_a) == 0 or len(rows_b) == 0:
+            continue
+        sel = (np.minimum(la, lb) == ia) & (np.maximum(la, lb) == ib)
+        i = rows_a[rng.integers(0, len(rows_a), _BACKGROUND_SAMPLES)]
+        j = rows_b[rng.integers(0, len(rows_b), _BACKGROUND_SAMPLES)]
+        ok = (i != j) & ~(o.exclude_group & (group[i] == group[j])) & (best[i, ib] != j) & (best[j, ia] != i)
+        bg = np.einsum("ij,ij->i", x[i[ok]], x[j[ok]]) if ok.any() else np.zeros(1, dtype=np.float32)
+        quantiles = (0.5, 0.9, 0.99, o.related_quantile)
+        background = {f"q{q:g}": round(float(np.quantile(bg, q)), 4) for q in quantiles}
+        pair_key = f"{name_a}-{name_b}"
+        if pair_key in o.thresholds or "*" in o.thresholds:
+            t_rel, how = o.thresholds.get(pair_key, o.thresholds.get("*", 0.0)), "fixed by --threshold"
+        else:
+            t_rel = float(np.quantile(bg, o.related_quantile))
+            how = (
+                f"quantile {o.related_quantile:g} of the cosines of {int(ok.sum())} random {pair_key} pairs "
+                "(each passage's best match left out, so that translations do not raise it)"
+            )
+        cal = PairCalibration(name_a, name_b, round(t_rel, 4), how, background=background)
+        label[sel & (cos >= t_rel)] = RELATED
+        if ia == ib:
+            label[sel & (cos >= o.dup_threshold)] = NEAR_DUPLICATE
+            calibration.append(replace(cal, near_duplicate=o.dup_threshold))
+            continue
+        expected = np.median(log_len[rows_a]) - np.median(log_len[rows_b])
+        fits = np.abs(log_len[a] - log_len[b] - np.where(la == ia, expected, -expected)) <= np.log(o.length_ratio)
+        queries = np.r_[rows_a, rows_b]
+        other = np.where(lang[queries] == ia, ib, ia)
+        ranked = np.sort(margin[queries, other], axis=1)
+        partner = best[queries, other]
+        q_mutual = (partner >= 0) & (best[np.maximum(partner, 0), lang[queries]] == queries)
+        q_diff = np.where(lang[queries] == ia, 1, -1) * (log_len[queries] - log_len[np.maximum(partner, 0)])
+        q_fits = np.abs(q_diff - expected) <= np.log(o.length_ratio)
+        targets = ranked[q_mutual & q_fits, -1]
+        decoys = np.r_[ranked[q_mutual, -2], ranked[~q_mutual & q_fits, -1]]
+        targets, decoys = targets[np.isfinite(targets)], decoys[np.isfinite(decoys)]
+        t_tr = fdr_threshold(targets, decoys, o.fdr)
+        tr_how = (
+            f"mutual best match by margin ({MARGIN_K} neighbours), length ratio within {o.length_ratio:g}x of the "
+            f"languages' median ({np.exp(expected):.2f}), and margin >= the lowest value where decoys above it are at "
+            f"most {o.fdr:g} x targets above it (targets: {len(targets)} mutual best matches; decoys: {len(decoys)} "
+            "second-best and non-mutual best matches)"
+        )
+        label[sel & mutual & fits & (mar >= t_tr)] = TRANSLATION
+        calibration.append(replace(cal, translation=round(t_tr, 4), translation_how=tr_how, targets=len(targets)))
+        curves[(name_a, name_b)] = (targets, decoys)
+    found = label >= 0
+    return Pairs(a[found], b[found], cos[found], mar[found], label[found], calibration, curves)
+
+
+def groups(pairs: Pairs, n: int) -> list[np.ndarray]:
+    """Connected components of near-duplicate and translation edges, largest first (rows, sorted)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    strong = pairs.label != RELATED
+    graph = coo_matrix((np.ones(int(strong.sum())), (pairs.a[strong], pairs.b[strong])), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    sizes = np.bincount(comp)
+    order = np.argsort(comp, kind="stable")
+    cuts = np.split(order, np.cumsum(sizes)[:-1])
+    return sorted((c for c in cuts if len(c) > 1), key=lambda c: (-len(c), c[0]))
+
+
+@dataclass
+class ArticleMatrix:
+    """Long format: for article a and article b, a's paragraphs, those with a labelled pair in b, best scores."""
+
+    a: np.ndarray
+    b: np.ndarray
+    paragraphs: np.ndarray
+    matched: np.ndarray
+    share: np.ndarray
+    mean_best: np.ndarray
+    pairs: np.ndarray
+    rank: np.ndarray  # 1 = b is a's most related article
+
+
+def article_matrix(
+    nb: Neighbours, pairs: Pairs, article: np.ndarray, unit: np.ndarray, within: bool = False
+) -> ArticleMatrix:
+    """Per article pair, from kNN edges and labelled pairs; pairs of articles that share no edge are left out."""
+    n, n_langs, k = nb.ids.shape
+    n_art = int(article.max()) + 1 if n else 0
+    src = np.concatenate([np.repeat(np.arange(n), n_langs * k), pairs.a, pairs.b])
+    dst = np.concatenate([nb.ids.ravel(), pairs.b, pairs.a])
+    score = np.concatenate([nb.scores.ravel(), pairs.score, pairs.score])
+    labelled = np.concatenate([np.zeros(n * n_langs * k, dtype=bool), np.ones(2 * len(pairs.a), dtype=bool)])
+    ok = (dst >= 0) & (within | (article[src] != article[np.maximum(dst, 0)]))
+    src, dst, score, labelled = src[ok], dst[ok], score[ok], labelled[ok]
+    unit_article = np.zeros(int(unit.max()) + 1 if n else 0, dtype=np.int64)
+    unit_article[unit] = article
+    keys, inv = np.unique(unit[src].astype(np.int64) * n_art + article[dst], return_inverse=True)
+    best = np.full(len(keys), -np.inf)
+    np.maximum.at(best, inv, score)
+    matched = np.zeros(len(keys), dtype=np.int64)
+    np.maximum.at(matched, inv, labelled.astype(np.int64))
+    art_a = unit_article[keys // max(n_art, 1)]
+    pair_keys, inv2 = np.unique(art_a * n_art + keys % max(n_art, 1), return_inverse=True)
+    counted = np.bincount(inv2)
+    a, b = pair_keys // max(n_art, 1), pair_keys % max(n_art, 1)
+    paragraphs = np.bincount(unit_article, minlength=n_art)[a]
+    n_matched = np.bincount(inv2, weights=matched).astype(np.int64)
+    mean_best = np.bincount(inv2, weights=best) / np.maximum(counted, 1)
+    pa, pb = article[pairs.a], article[pairs.b]
+    pk = np.concatenate([pa * n_art + pb, pb * n_art + pa])
+    pk = np.concatenate([pk[: len(pa)], pk[len(pa) :][pa != pb]])
+    n_pairs = np.zeros(len(pair_keys), dtype=np.int64)
+    pos = np.searchsorted(pair_keys, pk)
+    inside = pos < len(pair_keys)
+    inside[inside] &= pair_keys[pos[inside]] == pk[inside]
+    np.add.at(n_pairs, pos[inside], 1)
+    share = n_matched / np.maximum(paragraphs, 1)
+    order = np.lexsort((-mean_best, -share, a))
+    rank = np.empty(len(a), dtype=np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(a[order])) + 1]
+    rank[order] = np.arange(len(a)) - np.repeat(starts, np.diff(np.r_[starts, len(a)])) + 1
+    return ArticleMatrix(a, b, paragraphs, n_matched, share, mean_best, n_pairs, rank)
+
+
+def align(scores: np.ndarray, threshold: float) -> list[tuple[list[int], list[int], float]]:
+    """Monotone alignment of two passage sequences (Needleman-Wunsch with free gaps and 2:1 / 1:2 merges).
+
+    A match gains score - threshold, so only pairs above the threshold are worth aligning. Returns aligned groups
+    (rows of A, rows of B, mean score) in order; unaligned rows are left out.
+    """
+    na, nb = scores.shape
+    gain = scores - threshold
+    f = np.zeros((na + 1, nb + 1))
+    # the move into each cell: 0 skip B, 1 skip A, 2 one to one, 3 two of A to one of B, 4 one of A to two of B
+    move = np.zeros((na + 1, nb + 1), dtype=np.int8)
+    neg = np.full(nb, -np.inf)
+    for i in range(1, na + 1):
+        g = gain[i - 1]
+        cands = [f[i - 1, 1:], f[i - 1, :-1] + g]
+        if i >= 2:
+            cands.append(np.where((g > 0) & (gain[i - 2] > 0), f[i - 2, :-1] + gain[i - 2] + g, -np.inf))
+        else:
+            cands.append(neg)
+        pair_b = np.r_[-np.inf, g[:-1] + g[1:]]
+        ok_b = np.r_[False, (g[:-1] > 0) & (g[1:] > 0)]
+        cands.append(np.where(ok_b, np.r_[-np.inf, f[i - 1, :-2]] + pair_b, -np.inf) if nb >= 2 else neg)
+        stack = np.vstack(cands)
+        choice = stack.argmax(axis=0)
+        best = stack[choice, np.arange(nb)]
+        f[i, 1:] = np.maximum.accumulate(np.r_[0.0, best])[1:]
+        move[i, 1:] = np.where(best >= f[i, :-1], choice + 1, 0)
+    out: list[tuple[list[int], list[int], float]] = []
+    i, j = na, nb
+    while i > 0 and j > 0:
+        m = int(move[i, j])
+        if m == 0:
+            j -= 1
+        elif m == 1:
+            i -= 1
+        else:
+            rows_a = [i - 2, i - 1] if m == 3 else [i - 1]
+            rows_b = [j - 2, j - 1] if m == 4 else [j - 1]
+            out.append((rows_a, rows_b, float(np.mean(scores[np.ix_(rows_a, rows_b)]))))
+            i, j = i - len(rows_a), j - len(rows_b)
+    return out[::-1]
+
+
+def knn_pairs(
+    vectors: np.ndarray,
+    langs: Sequence[str],
+    article_ids: Sequence[str],
+    k: int = 10,
+    batch: int = 2048,
+    progress: Progress = no_progress,
+) -> Pairs:
+    """kNN and labelled pairs straight from vectors (the benchmark's entry; rows grouped by language avoid a copy)."""
+    lang_names, lang = np.unique(np.asarray(langs), return_inverse=True)
+    group = np.unique(np.asarray(article_ids), return_inverse=True)[1]
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    nb = knn_by_lang(x, lang, len(lang_names), group, k, batch, progress=progress)
+    return label_pairs(x, nb, lang, [str(n) for n in lang_names], group, np.full(len(x), 100))

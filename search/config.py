@@ -35,7 +35,9 @@ class Settings(BaseSettings):
         None, description="SQLite embedding cache [default: embeddings.sqlite in the index folder]"
     )
     query_cache_size: int = Field(4096, description="query vectors kept in memory (LRU) for repeated queries")
-    default_mode: str = Field("dense", description="ranking when a search names none: dense, lexical or hybrid")
+    default_mode: str = Field(
+        "hybrid", description="ranking when a search names none: dense, lexical or hybrid (make eval: hybrid is best)"
+    )
     rrf_k: int = Field(60, description="reciprocal rank fusion constant")
     dense_weight: float = Field(1.0, description="weight of the dense list in hybrid fusion")
     lexical_weight: float = Field(1.0, description="weight of the lexical list in hybrid fusion")

@@ -35,11 +35,24 @@ CASES = [
 
 
 @pytest.mark.parametrize(("query", "expected"), CASES)
-def test_query_finds_expected_paragraph_in_top_3(server_url: str, query: str, expected: str) -> None:
-    r = httpx.get(f"{server_url}/search", params={"q": query, "k": 3}, timeout=30)
+def test_dense_search_finds_expected_paragraph_in_top_3(server_url: str, query: str, expected: str) -> None:
+    r = httpx.get(f"{server_url}/search", params={"q": query, "k": 3, "mode": "dense"}, timeout=30)
     assert r.status_code == 200, r.text
     texts = [h["text"] for h in r.json()["hits"]]
     assert any(expected in t for t in texts), f"{expected!r} not in top 3 for {query!r}: {texts}"
+
+
+def test_default_hybrid_search_on_the_same_cases(server_url: str) -> None:
+    """The default mode (hybrid, chosen by make eval) on the same questions: all in the top 10, nearly all in
+    the top 3. One is known to drop: "What did Zoellick say about NATO expansion?" ranks the Zoellick paragraph
+    6th, because BM25 favours the many paragraphs that repeat "NATO"."""
+    ranks = []
+    for query, expected in CASES:
+        body = httpx.get(f"{server_url}/search", params={"q": query, "k": 10}, timeout=30).json()
+        assert body["mode"] == "hybrid"
+        ranks.append(next((h["rank"] for h in body["hits"] if expected in h["text"]), None))
+    assert None not in ranks, list(zip(CASES, ranks, strict=True))
+    assert sum(r <= 3 for r in ranks) >= len(CASES) - 1, list(zip(CASES, ranks, strict=True))  # type: ignore[operator]
 
 
 def test_search_response_shape_and_order(server_url: str) -> None:

@@ -6,9 +6,10 @@ STAMP  := $(VENV)/.installed
 INDEX  ?= index
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+EVAL_LANGS ?= en,zh,ru,de,es,ar
 
 .DEFAULT_GOAL := help
-.PHONY: help install model index run serve test test-fast lint clean
+.PHONY: help install model index run serve test test-fast lint eval bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +45,12 @@ test: model ## install, prepare the model and run the whole suite (real model, r
 
 test-fast: install ## only the tests that need no model
 	$(BIN)/pytest -q -m "not model"
+
+eval: model ## retrieval quality on XQuAD through the product's own path -> eval-results/
+	$(BIN)/python -m benchmarks.eval --langs $(EVAL_LANGS) --out eval-results
+
+bench: model ## indexing, query latency under load, memory, vector-index scale -> bench-results/
+	$(BIN)/python -m benchmarks.bench --out bench-results
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check search tests

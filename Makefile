@@ -9,7 +9,7 @@ PORT   ?= 8000
 EVAL_LANGS ?= en,zh,ru,de,es,ar
 
 .DEFAULT_GOAL := help
-.PHONY: help install model index run serve test test-fast lint eval bench clean
+.PHONY: help install model index run serve test test-fast lint eval bench clean fuzz load
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,14 @@ test: model ## install, prepare the model and run the whole suite (real model, r
 test-fast: install ## only the tests that need no model
 	$(BIN)/pytest -q -m "not model"
 
+fuzz: index ## schemathesis on a server of the index: no 5xx, every response matches the OpenAPI schema
+	$(BIN)/python tools/fuzz.py --serve $(INDEX) --max-examples 50
+
+load: index ## 60 s at 16 clients on a server of the index, then again during a reindex and reload
+	$(BIN)/python tools/load.py --serve $(INDEX) --clients 16 --seconds 60
+	$(BIN)/python tools/load.py --serve $(INDEX) --clients 16 --seconds 60 \
+		--during "$(BIN)/search index seeds/ --index $(INDEX)"
+
 eval: model ## retrieval quality on XQuAD through the product's own path -> eval-results/
 	$(BIN)/python -m benchmarks.eval --langs $(EVAL_LANGS) --out eval-results
 
@@ -53,8 +61,8 @@ bench: model ## indexing, query latency under load, memory, vector-index scale -
 	$(BIN)/python -m benchmarks.bench --out bench-results
 
 lint: install ## ruff and mypy
-	$(BIN)/ruff check search tests
-	$(BIN)/ruff format --check search tests
+	$(BIN)/ruff check search tests tools
+	$(BIN)/ruff format --check search tests tools
 	$(BIN)/mypy
 
 clean: ## remove built indexes (keeps .venv and the model cache)

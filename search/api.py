@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from search import __version__
 from search.config import Settings
 from search.errors import BadInput, Forbidden, SearchError
+from search.guard import install_guards
 from search.indexer import BuildSummary
 from search.mcp_tools import create_mcp
 from search.records import Article
@@ -251,6 +252,7 @@ def _written(summary: BuildSummary) -> WriteOut:
 
 def create_app(service: SearchService | None = None, settings: Settings | None = None) -> FastAPI:
     """The app; the index and the model load once, in the lifespan, unless a ready service is given."""
+    settings = service.settings if service is not None else settings or Settings()
 
     mcp = create_mcp(lambda: app.state.service)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/", stateless_http=True, json_response=True)
@@ -261,6 +263,7 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
         svc.store  # noqa: B018 - load the index (and the model, which checks it) before serving
         svc.detector  # noqa: B018
         app.state.service = svc
+        svc.encode_hook = guard.metrics.observe_encode
         watcher = asyncio.create_task(_watch(svc)) if svc.settings.watch_seconds > 0 else None
         try:
             async with mcp.session_manager.run():
@@ -275,6 +278,7 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
         description="Multilingual semantic search over articles: ranked passages across languages.",
         lifespan=lifespan,
     )
+    guard = install_guards(app, settings)
 
     @app.exception_handler(SearchError)
     async def on_search_error(request: Request, exc: SearchError) -> JSONResponse:

@@ -50,9 +50,13 @@ def index(
     strict: Annotated[
         bool, typer.Option("--strict", help="fail, publishing nothing, if any file or line cannot be read as is")
     ] = False,
+    max_file_mb: Annotated[
+        float | None, typer.Option("--max-file-mb", help="skip (and report) larger files [default: 50]")
+    ] = None,
 ) -> None:
     """Index articles into a new build and publish it atomically."""
-    settings = _settings(index, model, centering=False if no_centering else None)
+    max_file_bytes = int(max_file_mb * 1_000_000) if max_file_mb is not None else None
+    settings = _settings(index, model, centering=False if no_centering else None, max_file_bytes=max_file_bytes)
     summary = _service(settings).build(paths, progress=sys.stderr.isatty() or not as_json, strict=strict)
     _report_build(summary, settings, as_json)
 
@@ -118,17 +122,28 @@ def serve(
     writes: Annotated[
         bool | None, typer.Option("--writes", help="allow PUT/DELETE /articles and POST /admin/reload")
     ] = None,
+    allow_public: Annotated[
+        bool | None, typer.Option("--allow-public", help="allow a non-loopback --host (set SEARCH_API_KEYS too)")
+    ] = None,
 ) -> None:
     """Serve the HTTP API (FastAPI on uvicorn)."""
     import uvicorn
 
     from search.api import create_app
+    from search.guard import check_bind
     from search.service import SearchService
 
-    settings = _settings(index, model, host=host, port=port, writes=writes)
+    settings = _settings(index, model, host=host, port=port, writes=writes, allow_public=allow_public)
+    for warning in check_bind(settings.host, settings.allow_public, settings.has_api_keys):
+        typer.echo(f"warning: {warning}", err=True)
+    access = logging.getLogger("search.access")  # one JSON line per request on stderr, instead of uvicorn's
+    access.addHandler(logging.StreamHandler())
+    access.setLevel(logging.INFO)
+    access.propagate = False
     service = SearchService(settings)
     service.store  # noqa: B018 - fail here, with a clear message, rather than inside uvicorn's startup
-    uvicorn.run(create_app(service=service), host=settings.host, port=settings.port, log_level="info")
+    app = create_app(service=service)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
 
 
 @app.command("model")
@@ -159,3 +174,6 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # disk full, a locked or unreadable file: still one line, never a traceback
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from search.modelbuild import DEFAULT_MODEL
@@ -49,3 +49,19 @@ class Settings(BaseSettings):
     port: int = 8000
     max_query_chars: int = 2000
     max_k: int = 100
+    max_file_bytes: int = Field(50_000_000, description="a build skips (and reports) files larger than this")
+    max_body_bytes: int = Field(8_000_000, description="largest request body the API reads; larger ones get 413")
+    max_concurrency: int = Field(32, description="requests served at once; beyond that 503 with Retry-After")
+    request_timeout: float = Field(30.0, description="seconds until a request with no answer yet gets 504; 0: none")
+    api_keys: SecretStr = Field(
+        SecretStr(""), description="API keys, comma-separated, each `key` (read) or `key:admin`; empty: no keys"
+    )
+    api_key_file: Path | None = Field(None, description="a file of API keys, one `key` or `key:admin` a line")
+    cors_origins: list[str] = Field(
+        default_factory=list, description='origins allowed by CORS, as JSON: ["https://app.example"]; empty: CORS off'
+    )
+    allow_public: bool = Field(False, description="allow serving on a non-loopback address")
+
+    @property
+    def has_api_keys(self) -> bool:
+        return bool(self.api_keys.get_secret_value().strip() or self.api_key_file)

@@ -2,40 +2,46 @@
 
 from __future__ import annotations
 
+import codecs
+import errno
 import json
+import logging
+import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bs4 import BeautifulSoup, CData, NavigableString, PageElement, Tag
+import charset_normalizer
+from bs4 import BeautifulSoup, Tag
+from bs4.dammit import EncodingDetector
 
 from search.errors import BadInput
+from search.htmltext import visible_text
 from search.records import Article
 
+log = logging.getLogger(__name__)
+
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".jsonl")
+DEFAULT_MAX_FILE_BYTES = 50_000_000
+# A line (a paragraph without a break) longer than this is kept, split into passages like any other, and
+# reported: it is more often an embedded blob, minified data or a lost line-ending convention than prose.
+MAX_LINE_CHARS = 1_000_000
 
 _BINARY_SNIFF_BYTES = 8192
+_DETECT_BYTES = 1 << 20
+# Below this many non-ASCII bytes an encoding guess without a recognised language is a coin toss.
+_DETECT_MIN_BYTES = 32
+# UTF-16 is full of NUL bytes, but with a byte order mark it is text. UTF-32 first: its LE mark starts with UTF-16's.
+_WIDE = dict.fromkeys((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE), "utf-32") | dict.fromkeys(
+    (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE), "utf-16"
+)
 _NOT_UTF8 = "not valid UTF-8; undecodable bytes replaced with U+FFFD"
 _MD_FENCE = re.compile(r"^ {0,3}(```|~~~)")
 # ATX heading; a closing run of #'s only counts after a space, so "# C#" keeps its '#'.
 _MD_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
-# HTML collapses these, but not U+00A0 (&nbsp;), which `\s` would also match.
-_HTML_SPACE = re.compile(r"[ \t\n\r\f]+")
-_HTML_HIDDEN = frozenset({"script", "style", "noscript", "template", "head"})
-_HTML_CELLS = frozenset({"td", "th"})
-# Value = newlines that separate the element from its neighbours: 2 = own paragraph, 1 = own line.
-_HTML_BLOCKS = {
-    **dict.fromkeys(("li", "tr", "dt", "dd", "option", "caption"), 1),
-    **dict.fromkeys(
-        ("p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "blockquote", "pre",
-         "table", "ul", "ol", "dl", "header", "footer", "nav", "aside", "main", "figure", "figcaption",
-         "form", "fieldset", "address", "hr", "details", "summary"),
-        2,
-    ),
-}  # fmt: skip
-_PRE_END = -1
+_Found = list[tuple[int | None, Article]]  # articles of one file, with their line numbers (JSONL only)
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class CorpusReport:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def read_corpus(paths: Sequence[Path | str]) -> CorpusReport:
+def read_corpus(paths: Sequence[Path | str], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> CorpusReport:
     """Read every supported file under `paths`; bad files and lines are reported, not fatal.
 
     Raises BadInput only for a path that cannot be used at all: missing, or a named file of a type not read.
@@ -70,47 +76,89 @@ def read_corpus(paths: Sequence[Path | str]) -> CorpusReport:
         elif path.is_file():
             _check_suffix(path)
             files, root = iter([path]), path.parent
+        elif path.is_symlink():
+            raise BadInput(f"{path}: {_bad_link(path)}")
         elif path.exists():
             raise BadInput(f"{path}: not a regular file or folder; name a file or a folder of files")
         else:
             raise BadInput(f"{path}: no such file or folder")
         for file in files:
-            found = _read(file, root, report.skipped)
+            try:
+                found = _read(file, root, report.skipped, max_file_bytes)
+            except Exception as exc:  # one unreadable file must not end a build of thousands
+                log.debug("reading %s failed", file, exc_info=True)
+                reason = f"could not be read ({type(exc).__name__}: {exc}); please report this file"
+                report.skipped.append(Skipped(str(file), None, reason))
+                continue
             report.articles.extend(_drop_duplicates(found, file, seen, report.skipped))
     return report
 
 
-def read_file(path: Path, root: Path, skipped: list[Skipped] | None = None) -> list[Article]:
+def read_file(
+    path: Path, root: Path, skipped: list[Skipped] | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> list[Article]:
     """Read the articles in one file; ids are relative to `root` (the file's name if it is not under it).
 
     Without `skipped`, any problem raises BadInput naming the file (and line); with it, problems are
     appended there and the readable articles are still returned.
     """
     _check_suffix(path)
-    return _drop_duplicates(_read(path, root, skipped), path, {}, skipped)
+    return _drop_duplicates(_read(path, root, skipped, max_file_bytes), path, {}, skipped)
+
+
+def describe_problems(skipped: Sequence[Skipped], limit: int = 5) -> str:
+    """The first `limit` problems on one line, e.g. for a build that `--strict` refuses."""
+    shown = "; ".join(f"{s.path}{f':{s.line}' if s.line else ''}: {s.reason}" for s in skipped[:limit])
+    more = f"; and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    return f"{len(skipped)} problem{'s' if len(skipped) != 1 else ''} in the input: {shown}{more}"
 
 
 def _walk(folder: Path, skipped: list[Skipped]) -> Iterator[Path]:
-    """Supported files under `folder`, depth first in name order; hidden names are ignored."""
-    try:
-        entries = sorted(folder.iterdir(), key=lambda p: p.name)
-    except OSError as exc:
-        skipped.append(Skipped(str(folder), None, f"cannot list: {exc.strerror}; check its permissions"))
-        return
-    for entry in entries:
-        if entry.name.startswith("."):
+    """Supported files under `folder`, depth first in name order; hidden names are ignored.
+
+    Symlinked folders are not followed and a folder reached twice (a mount loop) is read once, so the walk
+    ends; an explicit stack keeps deep nesting off the call stack.
+    """
+    visited: set[tuple[int, int]] = set()
+    stack = [iter([folder])]
+    while stack:
+        entry = next(stack[-1], None)
+        reason = None
+        if entry is None:
+            stack.pop()
+        elif entry.name.startswith(".") and entry is not folder:
             continue
-        if entry.is_symlink() and entry.is_dir():
-            # Not followed: a link back up the tree would walk forever.
-            skipped.append(Skipped(str(entry), None, "symlinked folder not followed; name it to include it"))
+        elif entry.is_symlink() and not entry.exists():
+            reason = _bad_link(entry)
+        elif entry.is_symlink() and entry.is_dir() and entry is not folder:  # a link up the tree: endless walk
+            reason = "symlinked folder not followed; name it to include it"
         elif entry.is_dir():
-            yield from _walk(entry, skipped)
+            try:
+                st = entry.stat()
+                if (st.st_dev, st.st_ino) in visited:
+                    reason = "folder already read (a mount or link loop); not read again"
+                else:
+                    visited.add((st.st_dev, st.st_ino))
+                    stack.append(iter(sorted(entry.iterdir(), key=lambda p: p.name)))
+            except OSError as exc:
+                reason = f"cannot list: {exc.strerror}; check its permissions"
         elif not entry.is_file():
-            skipped.append(Skipped(str(entry), None, "not a regular file"))
+            reason = "not a regular file"
         elif entry.suffix.lower() not in SUPPORTED_SUFFIXES:
-            skipped.append(Skipped(str(entry), None, _unsupported(entry)))
+            reason = _unsupported(entry)
         else:
             yield entry
+        if reason:
+            skipped.append(Skipped(str(entry), None, reason))
+
+
+def _bad_link(path: Path) -> str:
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (it leads back to itself); fix or remove the link"
+    return f"broken symbolic link to {os.readlink(path)} (no such file); fix or remove the link"
 
 
 def _check_suffix(path: Path) -> None:
@@ -129,9 +177,7 @@ def _note(notes: list[Skipped] | None, path: Path, line: int | None, reason: str
     notes.append(Skipped(str(path), line, reason))
 
 
-def _drop_duplicates(
-    found: list[tuple[int | None, Article]], path: Path, seen: dict[str, str], notes: list[Skipped] | None
-) -> list[Article]:
+def _drop_duplicates(found: _Found, path: Path, seen: dict[str, str], notes: list[Skipped] | None) -> list[Article]:
     kept = []
     for line, article in found:
         if article.id in seen:
@@ -142,43 +188,98 @@ def _drop_duplicates(
     return kept
 
 
-def _read(path: Path, root: Path, notes: list[Skipped] | None) -> list[tuple[int | None, Article]]:
+def _read(path: Path, root: Path, notes: list[Skipped] | None, cap: int) -> _Found:
     """The articles in one file, each with its line number (JSONL only); file-level problems go to `notes`."""
     try:
-        data = path.read_bytes()
+        size = path.stat().st_size
+        with path.open("rb") as f:  # at most cap + 1 bytes, whatever stat said: files grow, /proc lies
+            data = f.read(cap + 1) if size <= cap else b""
     except OSError as exc:
         _note(notes, path, None, f"cannot read: {exc.strerror}; check that it exists and is readable")
+        return []
+    if max(size, len(data)) > cap:
+        _note(notes, path, None, f"{_size(max(size, len(data)))}, over the {_size(cap)} size cap; split it")
         return []
     if not data.strip():
         _note(notes, path, None, "empty file")
         return []
-    if b"\0" in data[:_BINARY_SNIFF_BYTES]:
+    if b"\0" in data[:_BINARY_SNIFF_BYTES] and not data.startswith(tuple(_WIDE)):
         _note(notes, path, None, "binary file")
         return []
     try:
         rel = path.relative_to(root).as_posix()
     except ValueError:
         rel = path.name
-    try:
-        text, utf8 = data.decode("utf-8"), True
-    except UnicodeDecodeError:
-        text, utf8 = data.decode("utf-8", errors="replace"), False
     suffix = path.suffix.lower()
     html = suffix in (".html", ".htm")
     if html:
-        title, text, replaced = _parse_html(data, utf8)
+        title, text, encoding = _parse_html(data)
     else:
-        title, text, replaced = None, _normalise(text), not utf8
-    if replaced:
+        title, (text, encoding) = None, _decode(data)
+        text = _normalise(text)
+    if encoding == "replaced":
         _note(notes, path, None, _NOT_UTF8, "not valid UTF-8; re-save it as UTF-8")
+    elif encoding:
+        reason = f"not valid UTF-8; decoded as {encoding} (detected); re-save it as UTF-8 to be sure"
+        _note(notes, path, None, reason, f"not valid UTF-8 (it looks like {encoding}); re-save it as UTF-8")
     if not text.strip():
         _note(notes, path, None, "no visible text in the HTML body" if html else "empty file")
         return []
     if suffix == ".jsonl":
-        return _parse_jsonl(text, rel, path, notes)
+        return _repaired(_parse_jsonl(text, rel, path, notes), path, notes)
     if suffix in (".md", ".markdown"):
         title = _markdown_title(text)
-    return [(None, Article(rel, title or path.stem, text, str(path)))]
+    return _repaired([(None, Article(rel, title or path.stem, text, str(path)))], path, notes)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.3g} MB" if n >= 1e6 else f"{n:,} bytes"
+
+
+def _decode(data: bytes) -> tuple[str, str | None]:
+    """(text, how it was decoded if not plainly: a detected encoding, or "replaced" for U+FFFD repairs)."""
+    try:
+        return data.decode(next((c for bom, c in _WIDE.items() if data.startswith(bom)), "utf-8")), None
+    except UnicodeDecodeError:
+        replaced = data.decode("utf-8", errors="replace")
+    bad = replaced.count("\ufffd")
+    # Valid multibyte UTF-8 outnumbering the damage means UTF-8 with a few bad bytes, not a legacy encoding.
+    if len(replaced) - len(replaced.encode("ascii", "ignore")) - bad < bad and (guess := _detect(data)):
+        try:
+            return data.decode(guess), guess
+        except (UnicodeDecodeError, LookupError):
+            pass
+    return replaced, "replaced"
+
+
+def _detect(data: bytes) -> str | None:
+    """A legacy encoding (gb18030, cp1251, shift_jis ...) that charset-normalizer is confident of, or None."""
+    sample = data[:_DETECT_BYTES]
+    if len(data) > _DETECT_BYTES and b"\n" in sample:
+        sample = sample[: sample.rindex(b"\n")]  # do not cut a multibyte character in two
+    best = charset_normalizer.from_bytes(sample).best()
+    if best is None or best.encoding in ("utf_8", "ascii"):
+        return None
+    non_ascii = len(sample) - len(sample.decode("ascii", "ignore"))
+    return best.encoding if best.coherence > 0 or non_ascii >= _DETECT_MIN_BYTES else None
+
+
+def _repaired(found: _Found, path: Path, notes: list[Skipped] | None) -> _Found:
+    """Remove NUL characters (reported); report, but keep, lines over MAX_LINE_CHARS."""
+    out = []
+    for line, article in found:
+        at = f"line {line}: " if line else ""
+        if nuls := article.text.count("\0"):
+            article = replace(article, text=article.text.replace("\0", ""), title=article.title.replace("\0", ""))
+            if not article.text.strip():
+                _note(notes, path, line, f"{at}nothing but NUL characters; left out")
+                continue
+            _note(notes, path, line, f"{at}{nuls} NUL character{'s' if nuls > 1 else ''} removed")
+        if (longest := max(map(len, article.text.split("\n")))) > MAX_LINE_CHARS:
+            reason = f"a line of {longest:,} characters (over {MAX_LINE_CHARS:,}); kept, but check it is not a blob"
+            _note(notes, path, line, at + reason)
+        out.append((line, article))
+    return out
 
 
 def _normalise(text: str) -> str:
@@ -196,8 +297,8 @@ def _markdown_title(text: str) -> str | None:
     return None
 
 
-def _parse_jsonl(text: str, rel: str, path: Path, notes: list[Skipped] | None) -> list[tuple[int | None, Article]]:
-    found: list[tuple[int | None, Article]] = []
+def _parse_jsonl(text: str, rel: str, path: Path, notes: list[Skipped] | None) -> _Found:
+    found: _Found = []
     # Split on "\n" only: str.splitlines would also break at U+2028 etc., which JSON strings may hold raw.
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -252,19 +353,21 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-def _parse_html(data: bytes, utf8: bool) -> tuple[str | None, str, bool]:
-    """(title, visible body text, whether bytes were replaced) of an HTML document, in its declared charset.
+def _parse_html(data: bytes) -> tuple[str | None, str, str | None]:
+    """(title, visible body text, how it was decoded, as `_decode` says) of an HTML document.
 
-    `utf8` says whether `data` is valid UTF-8: lxml decodes undeclared non-UTF-8 bytes as UTF-8 with U+FFFD
-    without bs4 noticing, so `contains_replacement_characters` alone would miss them.
+    As in browsers, a declared charset wins; undeclared, it is UTF-8 or else the detected encoding.
     """
     if len(data) <= 256 and b"<" not in data:
         # bs4 warns that such short markup "looks like a filename"; a trailing newline is insignificant in
         # HTML and avoids the spurious warning without touching the process-wide warning filters.
         data += b"\n"
-    soup = BeautifulSoup(data, "lxml")
-    encoding = (soup.original_encoding or "utf-8").lower().replace("_", "-")
-    replaced = soup.contains_replacement_characters or (encoding in ("utf-8", "utf8") and not utf8)
+    if EncodingDetector.find_declared_encoding(data, is_html=True):
+        soup = BeautifulSoup(data, "lxml")
+        how = "replaced" if soup.contains_replacement_characters else None
+    else:
+        text, how = _decode(data)
+        soup = BeautifulSoup(text.removeprefix("\ufeff"), "lxml")
     title = None
     for tag_name in ("title", "h1"):
         tag = soup.find(tag_name)
@@ -272,61 +375,4 @@ def _parse_html(data: bytes, utf8: bool) -> tuple[str | None, str, bool]:
             title = " ".join(words)
             break
     root = soup.body if soup.body is not None else soup
-    return title, _normalise(_visible_text(root)), replaced
-
-
-def _visible_text(root: Tag) -> str:
-    """Text as a browser would lay it out: whitespace collapsed, blocks on their own lines or paragraphs.
-
-    Iterative rather than recursive, so deeply nested markup cannot exhaust the call stack.
-    """
-    parts: list[str] = []
-    pending = 0  # newlines owed before the next text: the widest block boundary crossed since the last text
-    trailing_space = False
-    in_pre = 0
-    stack: list[PageElement | int] = list(reversed(root.contents))
-    while stack:
-        item = stack.pop()
-        if isinstance(item, int):
-            if item == _PRE_END:
-                in_pre -= 1
-            else:
-                pending = max(pending, item)
-            continue
-        if isinstance(item, Tag):
-            name = item.name
-            if name in _HTML_HIDDEN or item.has_attr("hidden"):
-                continue
-            if name == "br":
-                pending = max(pending, 1)
-                continue
-            if level := _HTML_BLOCKS.get(name, 0):
-                pending = max(pending, level)
-                stack.append(level)
-            if name in _HTML_CELLS:
-                stack.append(NavigableString(" "))
-            if name == "pre":
-                in_pre += 1
-                stack.append(_PRE_END)
-            stack.extend(reversed(item.contents))
-            continue
-        # Comments, doctypes and processing instructions are NavigableString subclasses, never shown.
-        if type(item) not in (NavigableString, CData):
-            continue
-        text = str(item)
-        if in_pre:
-            if pending or not parts:
-                text = text.lstrip("\n")  # as browsers drop the newline right after <pre>
-        else:
-            text = _HTML_SPACE.sub(" ", text)
-            if pending or not parts or trailing_space:
-                text = text.lstrip(" ")
-        if not text:
-            continue
-        if parts and pending:
-            parts[-1] = parts[-1].rstrip(" \t\n")
-            parts.append("\n" * pending)
-        pending = 0
-        parts.append(text)
-        trailing_space = not in_pre and text.endswith(" ")
-    return "".join(parts).rstrip()
+    return title, _normalise(visible_text(root)), how

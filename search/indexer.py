@@ -17,7 +17,7 @@ import numpy as np
 from search import __version__
 from search.centering import Centering
 from search.chunking import ChunkerSettings, chunk_article
-from search.corpus import Skipped, read_corpus
+from search.corpus import DEFAULT_MAX_FILE_BYTES, Skipped, describe_problems, read_corpus
 from search.embedcache import EmbeddingCache
 from search.embedding import Embedder
 from search.errors import BadInput
@@ -123,16 +123,16 @@ def build_index(
     progress: bool = False,
     embedding_cache: Path | None = None,
     strict: bool = False,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> BuildSummary:
     """Index the articles under `paths` into a new build and publish it; the old one stays until then."""
     summary = BuildSummary(index_dir=str(index_dir))
     start = time.perf_counter()
     with _stage(summary, "read"):
-        report = read_corpus(paths)
+        report = read_corpus(paths, max_file_bytes)
     summary.skipped = report.skipped
     if strict and report.skipped:
-        problems = "; ".join(f"{s.path}{f':{s.line}' if s.line else ''}: {s.reason}" for s in report.skipped)
-        raise BadInput(f"--strict: {len(report.skipped)} input problem(s), nothing published: {problems}")
+        raise BadInput(f"--strict: nothing published; {describe_problems(report.skipped)}; fix them or drop --strict")
     if not report.articles:
         names = ", ".join(str(p) for p in paths)
         raise BadInput(f"no articles found in {names}; give .txt, .md, .html or .jsonl files or folders")

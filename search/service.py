@@ -84,6 +84,8 @@ class SearchService:
         self._detector = detector
         self._store: Store | None = None
         self._lock = threading.RLock()
+        # Called after each model call with (kind, texts, seconds); the API points it at its metrics.
+        self.encode_hook: Callable[[str, int, float], None] | None = None
         # One writer at a time; readers never wait for it: a write publishes a new build and swaps the store.
         self._write_lock = threading.Lock()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -194,6 +196,7 @@ class SearchService:
             progress=progress,
             embedding_cache=s.embedding_cache,
             strict=strict,
+            max_file_bytes=s.max_file_bytes,
         )
 
     def validate(self, q: SearchQuery) -> None:
@@ -274,7 +277,10 @@ class SearchService:
             idx = [i for i, key in enumerate(keys) if key.startswith(marker) == is_passage]
             if idx:
                 texts = [keys[i][len(marker) :] if is_passage else keys[i] for i in idx]
+                start = time.perf_counter()
                 out[idx] = self.embedder.encode(texts, query=not is_passage)
+                if self.encode_hook is not None:
+                    self.encode_hook("passage" if is_passage else "query", len(texts), time.perf_counter() - start)
         return out
 
     def passage(self, passage_id: str) -> Passage:

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,10 @@ class Plan:
     vector_single: int
 
 
+WARM_UP = 12
 FULL = Plan(None, 200, 256, {1: 100, 4: 200, 16: 400}, (100_000, 1_000_000), 1000, 200)
-QUICK = Plan(2, 8, 16, {1: 4, 4: 8, 16: 16}, (1_000, 10_000), 100, 20)
+QUICK = Plan(1, 8, 16, {1: 4, 4: 8, 16: 16}, (1_000, 5_000), 100, 20)
+PARTS = ("index", "query", "vectors")
 
 
 def free_port() -> int:
@@ -51,30 +53,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(plan: Plan, out: Path) -> dict[str, Any]:
+def run(plan: Plan, out: Path, parts: Sequence[str] = PARTS, kinds: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"machine": machine_info(), "plan": plan.__dict__ | {"http": plan.http}}
-    log.info("indexing")
-    raw = raw_model(Settings())
-    indexing, svc = bench_indexing(out, plan.paragraphs_per_lang, raw)
-    result["indexing"] = indexing
-    questions = distinct_questions()
-    single = questions[: plan.single_queries]
-    rest = questions[plan.single_queries :]
-    batched, rest = rest[: plan.batched_queries], rest[plan.batched_queries :]
-    log.info("queries in process")
-    prompt = getattr(svc.embedder, "query_prompt", "query: ")
-    result["queries"] = {
-        "index_passages": svc.store.size,
-        "in_process": in_process(svc, single, batched, 64),
-        "raw_encode_one_query": raw_query_encode(raw, single, prompt),
-        "bench_process_rss_mb": rss_mb(),
-    }
-    log.info("queries over HTTP")
-    result["queries"]["http"] = over_http(svc.settings.index_dir, rest, plan.http, free_port(), out / "server.log")
-    del raw, svc
-    log.info("vector index")
-    result["vectors"] = bench_vectors(list(plan.vector_sizes), plan.vector_queries, plan.vector_single)
+    if "index" in parts or "query" in parts:
+        log.info("indexing")
+        raw = raw_model(Settings())
+        indexing, svc = bench_indexing(out, plan.paragraphs_per_lang, raw)
+        result["indexing"] = indexing
+    if "query" in parts:
+        questions = distinct_questions()
+        warm, questions = questions[:WARM_UP], questions[WARM_UP:]
+        single = questions[: plan.single_queries]
+        rest = questions[plan.single_queries :]
+        batched, rest = rest[: plan.batched_queries], rest[plan.batched_queries :]
+        log.info("queries in process")
+        prompt = getattr(svc.embedder, "query_prompt", "query: ")
+        result["queries"] = {
+            "index_passages": svc.store.size,
+            "in_process": in_process(svc, warm, single, batched, 64),
+            "raw_encode_one_query": raw_query_encode(raw, warm, single, prompt),
+            "bench_process_rss_mb": rss_mb(),
+        }
+        log.info("queries over HTTP")
+        index_dir = svc.settings.index_dir
+        result["queries"]["http"] = over_http(index_dir, warm, rest, plan.http, free_port(), out / "server.log")
+    if "vectors" in parts:
+        log.info("vector index")
+        result["vectors"] = bench_vectors(list(plan.vector_sizes), plan.vector_queries, plan.vector_single, kinds)
     result["machine"]["load_average_at_end"] = load_average()
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
@@ -84,11 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny inputs, for the smoke test")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder [default: %(default)s]")
+    parser.add_argument("--parts", default=",".join(PARTS), help="what to run [default: %(default)s]")
+    parser.add_argument("--kinds", default=None, help="vector index kinds [default: all in search.vectorindex.KINDS]")
+    parser.add_argument("--sizes", default=None, help="vector counts, e.g. 100000,1000000 [default: by plan]")
     args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.sizes:
+        plan = replace(plan, vector_sizes=tuple(int(x) for x in args.sizes.split(",")))
+    kinds = args.kinds.split(",") if args.kinds else None
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = run(QUICK if args.quick else FULL, args.out)
+    result = run(plan, args.out, args.parts.split(","), kinds)
     (args.out / "bench.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     markdown = render(result)
     (args.out / "bench.md").write_text(markdown, encoding="utf-8")

@@ -1,7 +1,8 @@
 """Query speed: in-process and over HTTP (a real `search serve` process) at several concurrencies, and memory.
 
 Every timed query is a distinct XQuAD question, so the service's LRU of query vectors never answers one (a repeated
-query is timed apart, as such).
+query is timed apart, as such). A few other questions warm each process up first, untimed: the first calls of a
+fresh process are slower.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ def timed(fn: Any, items: Sequence[Any]) -> list[float]:
     return out
 
 
-def in_process(svc: SearchService, single: Sequence[str], batched: Sequence[str], batch: int) -> dict[str, Any]:
-    svc.search(SearchQuery("warm-up query", 10))
+def in_process(
+    svc: SearchService, warm: Sequence[str], single: Sequence[str], batched: Sequence[str], batch: int
+) -> dict[str, Any]:
+    for q in warm:
+        svc.search(SearchQuery(q, 10))
     latencies = timed(lambda q: svc.search(SearchQuery(q, 10)), single)
     repeated = timed(lambda q: svc.search(SearchQuery(q, 10)), single[: max(1, len(single) // 4)])
     start = time.perf_counter()
@@ -69,9 +73,10 @@ def in_process(svc: SearchService, single: Sequence[str], batched: Sequence[str]
     }
 
 
-def raw_query_encode(model: Any, queries: Sequence[str], prompt: str) -> dict[str, Any]:
+def raw_query_encode(model: Any, warm: Sequence[str], queries: Sequence[str], prompt: str) -> dict[str, Any]:
     """sentence-transformers alone: one `encode` call per query, with the product's query prompt."""
-    model.encode(["warm-up query"], prompt=prompt)
+    for q in warm:
+        model.encode([q], prompt=prompt)
     return percentiles(timed(lambda q: model.encode([q], prompt=prompt, normalize_embeddings=True), queries))
 
 
@@ -144,12 +149,12 @@ def drive(url: str, queries: Sequence[str], clients: int) -> dict[str, Any]:
 
 
 def over_http(
-    index_dir: Path, queries: Sequence[str], per_level: dict[int, int], port: int, log: Path
+    index_dir: Path, warm: Sequence[str], queries: Sequence[str], per_level: dict[int, int], port: int, log: Path
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"levels": []}
     with server(index_dir, port, log) as (url, pid):
         out["server_rss_mb_idle"] = rss_mb(pid)
-        drive(url, ["warm-up query"], 1)
+        drive(url, warm, 1)
         used = 0
         for clients, n in per_level.items():
             level = drive(url, queries[used : used + n], clients)

@@ -92,11 +92,11 @@ def pools(langs: Sequence[str]) -> list[Pool]:
     return out
 
 
-def ask(svc: SearchService, questions: Sequence[Question], batch: int) -> list[SearchResult]:
+def ask(svc: SearchService, questions: Sequence[Question], batch: int, mode: str | None) -> list[SearchResult]:
     results: list[SearchResult] = []
     for start in range(0, len(questions), batch):
         chunk = questions[start : start + batch]
-        results.extend(svc.search_many([SearchQuery(q.text, K_FETCH) for q in chunk]))
+        results.extend(svc.search_many([SearchQuery(q.text, K_FETCH, mode=mode) for q in chunk]))
     return results
 
 
@@ -106,14 +106,20 @@ def own_language_share(rankings: Sequence[Sequence[str]], lang: str) -> float:
 
 
 def evaluate_pool(
-    svc: SearchService, pool: Pool, xq: XQuAD, centering: bool, batch: int, query_langid: dict[str, float]
+    svc: SearchService,
+    pool: Pool,
+    xq: XQuAD,
+    centering: bool,
+    batch: int,
+    mode: str | None,
+    query_langid: dict[str, float],
 ) -> list[dict[str, Any]]:
     rows = []
     sizes = {lang: len(xq.paragraphs[lang]) for lang in pool.langs}
     for qlang in pool.query_langs:
         questions = xq.questions[qlang]
         start = time.perf_counter()
-        results = ask(svc, questions, batch)
+        results = ask(svc, questions, batch, mode)
         rankings = [distinct((h.passage.article_id for h in r.hits), 10) for r in results]
         scores = score(rankings, [q.relevant(pool.langs) for q in questions])
         row: dict[str, Any] = {
@@ -155,7 +161,9 @@ def passage_langid(svc: SearchService) -> dict[str, Any]:
     }
 
 
-def run(langs: Sequence[str], limit: int | None, out: Path, batch: int = 64) -> dict[str, Any]:
+def run(
+    langs: Sequence[str], limit: int | None, out: Path, batch: int = 64, mode: str | None = "dense"
+) -> dict[str, Any]:
     started = time.perf_counter()
     info = machine_info()
     xq = load(langs, limit)
@@ -177,7 +185,7 @@ def run(langs: Sequence[str], limit: int | None, out: Path, batch: int = 64) -> 
             builds.append({"pool": pool.name, "centering": centering, **summary.as_dict()})
             if pool.name == "mixed" or len(langs) == 1:
                 passages_langid = passage_langid(svc)
-            tasks.extend(evaluate_pool(svc, pool, xq, centering, batch, query_langid))
+            tasks.extend(evaluate_pool(svc, pool, xq, centering, batch, mode, query_langid))
     info["load_average_at_end"] = load_average()
     return {
         "machine": info,
@@ -187,6 +195,7 @@ def run(langs: Sequence[str], limit: int | None, out: Path, batch: int = 64) -> 
             "paragraphs_per_lang": {lang: len(ps) for lang, ps in xq.paragraphs.items()},
             "questions_per_lang": {lang: len(qs) for lang, qs in xq.questions.items()},
             "k_fetch": K_FETCH,
+            "mode": mode or boot.settings.default_mode,
             "model": boot.settings.model,
             "centering_min_passages": boot.settings.centering_min_passages,
             "detector_languages": boot.settings.languages,
@@ -204,13 +213,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--langs", default=",".join(EVAL_LANGS), help="XQuAD languages [default: %(default)s]")
     parser.add_argument("--limit", type=int, default=None, help="first N paragraphs and N questions per language")
     parser.add_argument("--out", type=Path, default=Path("eval-results"), help="output folder [default: %(default)s]")
+    parser.add_argument(
+        "--mode",
+        default="dense",
+        help="ranking: dense (the embeddings, where centering acts), lexical, hybrid, or 'default' for the "
+        "service's SEARCH_DEFAULT_MODE [default: %(default)s]",
+    )
     parser.add_argument("--batch", type=int, default=64, help="queries per search_many call [default: %(default)s]")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
-    results = run(langs, args.limit, args.out, args.batch)
+    mode = None if args.mode == "default" else args.mode
+    results = run(langs, args.limit, args.out, args.batch, mode)
     (args.out / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     markdown = render(results)
     (args.out / "eval.md").write_text(markdown, encoding="utf-8")

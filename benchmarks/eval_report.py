@@ -122,7 +122,8 @@ def render(result: dict[str, Any]) -> str:
     parts = [
         "# XQuAD retrieval quality",
         machine_markdown(result["machine"]),
-        f"Model {cfg['model']}; {sum(cfg['paragraphs_per_lang'].values())} paragraphs, "
+        f"Model {cfg['model']}, ranking mode {cfg.get('mode', 'dense')}; "
+        f"{sum(cfg['paragraphs_per_lang'].values())} paragraphs, "
         f"{sum(cfg['questions_per_lang'].values())} questions (stripped, deduplicated) over {', '.join(langs)}"
         + (f" (limit {cfg['limit']})" if cfg["limit"] else "")
         + f"; {embedded} passages embedded, {result['queries_encoded']} questions encoded, {result['seconds']} s. "

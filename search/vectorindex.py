@@ -1,0 +1,389 @@
+"""The vector index: exact up to a measured size, approximate above it, tuned at build time to a recall target.
+
+Every index is an `IndexIDMap2` (ids are passage rows) over inner product on centered, normalized vectors:
+
+- `flat`        `IndexFlatIP`: exact; 4 * dim bytes per vector.
+- `hnsw_sq8`    `IndexHNSWSQ` (HNSW graph, M links, over 8-bit scalar-quantized vectors): ~ dim + 8 * M bytes.
+- `ivf_pq_sq8`  `IndexRefine(IndexIVFPQFastScan, IndexScalarQuantizer SQ8)`: a 4-bit PQ fast scan over the probed
+                lists proposes k * k_factor candidates that the 8-bit codes re-rank; ~ dim + dim / 4 + 16 bytes.
+
+Approximate indexes are trained on a seeded sample, and their search parameters (efSearch; nprobe and k_factor)
+are swept upward until recall@10 against exact search on held-out vectors reaches the target. The figures behind
+the constants are in `benchmarks/bench_scale.py` (`bench-results/scale.json`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from search.errors import BadInput, IndexCorrupt
+
+log = logging.getLogger(__name__)
+
+KINDS = ("flat", "hnsw_sq8", "ivf_pq_sq8")
+# The crossover, measured by `python -m benchmarks.bench_scale` (384-d, one thread, one query on IndexFlatIP,
+# CPU-time p50, which the other load on the shared 2 cores inflates least): 0.37 ms at 5k, 0.80 ms at 10k,
+# 2.5 ms at 20k, 8.6 ms at 50k, 19.5 ms at 100k, 37 ms at 200k (~0.19 us per vector: it is memory bound), while
+# hnsw_sq8 answers in 0.7 ms at 100k with recall@10 0.96. Flat stays exact while a query costs <= ~3 ms.
+FLAT_MAX = 20_000
+# A filter allowing m of n ids is answered exactly (decoding the m SQ8 codes: ~0.55 us each, one thread) when
+# m <= EXACT_SUBSET_FACTOR * sqrt(n), else by a graph / list search scaled by n / m (~ t * n / m for an
+# unfiltered query time t). The two costs meet at m = sqrt(n * t / 0.55 us): ~11k at 100k (t = 0.68 ms) and
+# ~55k at 1M (t = 1.7 ms) in `bench_scale`. Graph search alone also misses when a filter keeps a tiny share.
+EXACT_SUBSET_FACTOR = 50
+TUNE_QUERIES = 1000
+# The recall of 1000 tuning queries has a standard error of ~0.005: tune to the target plus two of them.
+TUNE_MARGIN = 0.01
+_EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+_NPROBE_LADDER = (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+# Candidates re-ranked by the SQ8 codes per result: 80 more SQ8 distances, negligible beside the list scan.
+K_FACTOR = 8
+_EF_MAX = 4096
+_BLOCK = 100_000
+_QT_8BIT: Any = faiss.ScalarQuantizer.QT_8bit  # an int in the stubs, which want the enum type
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """Which index to build and its build parameters."""
+
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuiltIndex:
+    """A built index with its build and tuned search parameters and what they were measured to give."""
+
+    index: faiss.Index
+    kind: str
+    params: dict[str, Any]
+    recall_at_10: float | None
+    build_seconds: float
+    bytes_per_vector: float
+    target_recall: float | None = None
+    tune_queries: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest and `/health` entry: everything needed to load, search and judge the index."""
+        return {
+            "kind": self.kind,
+            "metric": "inner_product",
+            "exact": self.kind == "flat",
+            "params": self.params,
+            "recall_at_10": self.recall_at_10,
+            "target_recall": self.target_recall,
+            "tune_queries": self.tune_queries,
+            "build_seconds": round(self.build_seconds, 2),
+            "bytes_per_vector": round(self.bytes_per_vector, 1),
+        }
+
+
+def _nlist(n: int) -> int:
+    """About 4 * sqrt(n) lists (a power of two), with at least 39 training points per list."""
+    target = 2 ** round(math.log2(max(16.0, 4 * math.sqrt(n))))
+    return int(max(16, min(target, 2 ** int(math.log2(max(16, n // 39))))))
+
+
+def _pq_m(dim: int) -> int:
+    return dim // 2 if dim % 2 == 0 else dim
+
+
+def estimated_bytes_per_vector(plan: IndexPlan, dim: int, n: int) -> float:
+    """Serialized bytes per vector, id map included (calibrated on the measured sizes at 100k and 1M)."""
+    if plan.kind == "flat":
+        return 4.0 * dim + 8
+    if plan.kind == "hnsw_sq8":
+        m = int(plan.params.get("M", 32))
+        return dim + 8 * m * (1 + 1 / m) + 28  # codes, level-0 and upper links, levels/offsets, id map
+    if plan.kind == "ivf_pq_sq8":
+        nlist, pq_bytes = int(plan.params.get("nlist", _nlist(n))), math.ceil(_pq_m(dim) / 2)
+        # SQ8 codes, PQ codes, list and map ids; centroids; fast-scan lists padded to blocks of 32 codes
+        return dim + pq_bytes + 16 + (4.0 * dim + 16 * pq_bytes) * nlist / max(n, 1)
+    raise ValueError(f"unknown index kind {plan.kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def default_plan(kind: str, n: int, dim: int) -> IndexPlan:
+    """The build parameters used for `kind` at `n` vectors of `dim` dimensions."""
+    if kind == "hnsw_sq8":
+        return IndexPlan(kind, {"M": 32, "efConstruction": 40})
+    if kind == "ivf_pq_sq8":
+        return IndexPlan(kind, {"nlist": _nlist(n), "pq_m": _pq_m(dim), "kmeans_iterations": 10})
+    if kind == "flat":
+        return IndexPlan(kind)
+    raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def plan_index(n: int, dim: int, memory_budget_bytes: int | None = None, flat_max: int = FLAT_MAX) -> IndexPlan:
+    """Flat up to `flat_max` vectors (and within the budget), else the fastest approximate kind that fits."""
+    # hnsw_sq8 before ivf_pq_sq8: it met recall@10 0.95 at a lower latency (see bench-results/scale.json).
+    kinds = (["flat"] if n <= flat_max else []) + ["hnsw_sq8", "ivf_pq_sq8"]
+    candidates = [default_plan(kind, n, dim) for kind in kinds]
+    if memory_budget_bytes is None:
+        return candidates[0]
+    for plan in candidates:
+        if estimated_bytes_per_vector(plan, dim, n) * n <= memory_budget_bytes:
+            return plan
+    smallest = min(estimated_bytes_per_vector(p, dim, n) for p in candidates) * n
+    raise BadInput(
+        f"no index of {n} vectors of {dim} dimensions fits in {memory_budget_bytes} bytes; the smallest needs "
+        f"about {int(smallest)}: raise the memory budget"
+    )
+
+
+def _blocks(xb: np.ndarray, block: int = _BLOCK) -> Iterator[tuple[int, np.ndarray]]:
+    """float32 blocks of `xb` (which may be a float16 memmap), so memory stays bounded."""
+    for start in range(0, len(xb), block):
+        yield start, np.ascontiguousarray(xb[start : start + block], dtype=np.float32)
+
+
+def exact_knn(xq: np.ndarray, xb: np.ndarray, k: int, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product (scores, rows of xb), one block of xb at a time; `skip` masks rows out."""
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    heap = faiss.ResultHeap(len(xq), k, keep_max=True)
+    for start, block in _blocks(xb):
+        rows_in = np.arange(start, start + len(block))
+        if skip is not None:
+            keep = ~skip[start : start + len(block)]
+            block, rows_in = np.ascontiguousarray(block[keep]), rows_in[keep]
+        if not len(block):
+            continue
+        scores, rows = faiss.knn(xq, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        heap.add_result(scores, np.where(rows >= 0, rows_in[rows], -1))
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def recall_at_k(ids: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
+    """Share of the exact top k found in the approximate top k, averaged over queries."""
+    return float(np.mean([len(set(a[:k]) & set(b[:k]) - {-1}) / k for a, b in zip(ids, truth, strict=True)]))
+
+
+def _make(plan: IndexPlan, dim: int, n: int) -> tuple[faiss.Index, dict[str, Any]]:
+    ip = faiss.METRIC_INNER_PRODUCT
+    if plan.kind == "flat":
+        return faiss.IndexFlatIP(dim), {}
+    if plan.kind == "hnsw_sq8":
+        m, efc = int(plan.params.get("M", 32)), int(plan.params.get("efConstruction", 40))
+        hnsw = faiss.IndexHNSWSQ(dim, _QT_8BIT, m, ip)
+        hnsw.hnsw.efConstruction = efc
+        return hnsw, {"M": m, "efConstruction": efc}
+    if plan.kind == "ivf_pq_sq8":
+        nlist, pq_m = int(plan.params.get("nlist", _nlist(n))), int(plan.params.get("pq_m", _pq_m(dim)))
+        ivf = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, nlist, pq_m, 4, ip)
+        niter = int(plan.params.get("kmeans_iterations", 10))
+        ivf.cp.niter = niter
+        refine = faiss.IndexRefine(ivf, faiss.IndexScalarQuantizer(dim, _QT_8BIT, ip))
+        return refine, {"nlist": nlist, "pq_m": pq_m, "pq_bits": 4, "refine": "SQ8", "kmeans_iterations": niter}
+    raise ValueError(f"unknown index kind {plan.kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def _train_size(kind: str, params: dict[str, Any], n: int) -> int:
+    return min(n, 50 * int(params["nlist"])) if kind == "ivf_pq_sq8" else min(n, _BLOCK)
+
+
+def kind_of(index: faiss.Index) -> str:
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    if isinstance(inner, faiss.IndexHNSW):
+        return "hnsw_sq8"
+    if isinstance(inner, faiss.IndexRefine):
+        return "ivf_pq_sq8"
+    return "flat"
+
+
+def build_vector_index(
+    xb: np.ndarray,
+    ids: np.ndarray,
+    plan: IndexPlan | None = None,
+    target_recall: float = 0.95,
+    seed: int = 0,
+    xq_tune: np.ndarray | None = None,
+) -> BuiltIndex:
+    """Build, train and tune an index of `xb` (float32 or a float16 memmap) under `ids`.
+
+    The tuning queries are `xq_tune`, or else up to TUNE_QUERIES seeded rows of `xb` held out: they are added
+    only after tuning, so they are measured as unseen queries (a stored row finds its own graph neighbours too
+    easily: leave-one-out tuning overstated HNSW recall by ~0.015 in `bench_scale`).
+    """
+    start = time.perf_counter()
+    n, dim = xb.shape
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    plan = plan or plan_index(n, dim)
+    inner, params = _make(plan, dim, n)
+    rng = np.random.default_rng(seed)
+    if not inner.is_trained:
+        sample = np.sort(rng.choice(n, size=_train_size(plan.kind, params, n), replace=False))
+        inner.train(np.ascontiguousarray(xb[sample], dtype=np.float32))
+    index = faiss.IndexIDMap2(inner)
+    tune = plan.kind != "flat" and n > 0
+    held = np.zeros(n, dtype=bool)
+    if tune and xq_tune is None:
+        held[rng.choice(n, size=min(TUNE_QUERIES, n // 10), replace=False)] = True
+    for first, block in _blocks(xb):
+        keep = ~held[first : first + len(block)]
+        index.add_with_ids(np.ascontiguousarray(block[keep]), ids[first : first + len(block)][keep])
+    recall: float | None = 1.0
+    nq = 0
+    if tune:
+        xq = xq_tune if xq_tune is not None else xb[held]
+        params, recall, nq = _tune(index, plan.kind, params, xb, ids, held, target_recall, xq)
+        set_search_params(index, params)
+    if held.any():
+        index.add_with_ids(np.ascontiguousarray(xb[held], dtype=np.float32), ids[held])
+    return BuiltIndex(
+        index=index,
+        kind=plan.kind,
+        params=params,
+        recall_at_10=recall,
+        build_seconds=time.perf_counter() - start,
+        bytes_per_vector=faiss.serialize_index(index).size / max(n, 1),
+        target_recall=target_recall if tune else None,
+        tune_queries=nq,
+    )
+
+
+def _tune(
+    index: faiss.Index,
+    kind: str,
+    params: dict[str, Any],
+    xb: np.ndarray,
+    ids: np.ndarray,
+    held: np.ndarray,
+    target: float,
+    xq: np.ndarray,
+    k: int = 10,
+) -> tuple[dict[str, Any], float, int]:
+    """The lowest efSearch / nprobe on the ladder whose recall@k reaches target + TUNE_MARGIN, by bisection
+    (recall grows with either), or the top of the ladder with the recall it reached."""
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    _, rows = exact_knn(xq, xb, k, skip=held)
+    truth = np.where(rows >= 0, ids[rows], -1)
+    if kind == "hnsw_sq8":
+        ladder = [{"efSearch": ef} for ef in _EF_LADDER]
+    else:
+        ladder = [{"nprobe": p, "k_factor": K_FACTOR} for p in _NPROBE_LADDER if p <= params["nlist"]]
+    measured: dict[int, float] = {}
+    lo, hi = 0, len(ladder) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        _, found = search(index, xq, k, {**params, **ladder[mid]})
+        measured[mid] = recall_at_k(found, truth, k)
+        log.debug("tuning %s %s: recall@%d %.4f", kind, ladder[mid], k, measured[mid])
+        if measured[mid] >= target + TUNE_MARGIN:
+            hi = mid - 1
+        else:
+            lo = mid + 1
+    chosen = min(lo, len(ladder) - 1)
+    if chosen not in measured:
+        _, found = search(index, xq, k, {**params, **ladder[chosen]})
+        measured[chosen] = recall_at_k(found, truth, k)
+    if measured[chosen] < target:
+        log.warning("%s reached recall@%d %.4f at most (target %.2f)", kind, k, measured[chosen], target)
+    return {**params, **ladder[chosen]}, round(measured[chosen], 4), len(xq)
+
+
+def set_search_params(index: faiss.Index, params: dict[str, Any]) -> None:
+    """Apply the tuned efSearch / nprobe / k_factor to a loaded index (for callers of plain `index.search`)."""
+    kind = kind_of(index)
+    inner: Any = faiss.downcast_index(index.index)  # type: ignore[attr-defined]
+    if kind == "hnsw_sq8":
+        inner.hnsw.efSearch = int(params["efSearch"])
+    elif kind == "ivf_pq_sq8":
+        inner.k_factor = float(params["k_factor"])
+        faiss.extract_index_ivf(inner.base_index).nprobe = int(params["nprobe"])
+
+
+def exact_subset_max(n: int) -> int:
+    """The largest filter (allowed ids) of an index of n vectors that is scored exactly rather than searched."""
+    return max(2000, int(EXACT_SUBSET_FACTOR * math.sqrt(n)))
+
+
+def search(
+    index: faiss.Index, xq: np.ndarray, k: int, params: dict[str, Any], selector_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and ids (-1 where fewer than k) for each row of xq, optionally only among `selector_ids`.
+
+    A filter that keeps few ids (`exact_subset_max`) is answered exactly over their decoded vectors; a wider one
+    searches with efSearch / nprobe scaled up by the share of ids it removes, so about as many allowed candidates
+    are seen. `selector_ids` must be ids in the index.
+    One query runs on one thread: FAISS splits work by query, so more threads only add wake-up latency (tens of
+    ms on a loaded machine in `bench_scale`). OpenMP thread counts are per calling thread, so this is thread-safe.
+    """
+    xq = np.ascontiguousarray(xq.reshape(-1, index.d), dtype=np.float32)
+    if len(xq) > 1:
+        return _search(index, xq, k, params, selector_ids)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return _search(index, xq, k, params, selector_ids)
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def _search(
+    index: faiss.Index, xq: np.ndarray, k: int, params: dict[str, Any], selector_ids: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    kind = kind_of(index)
+    fraction = 1.0
+    sel: Any = None
+    if selector_ids is not None:
+        allowed = np.unique(np.asarray(selector_ids, dtype=np.int64))
+        if kind != "flat" and len(allowed) <= exact_subset_max(index.ntotal):
+            return _exact_subset(index, xq, k, allowed)
+        fraction = len(allowed) / max(index.ntotal, 1)
+        sel = faiss.IDSelectorBatch(allowed)
+    if kind == "hnsw_sq8":
+        sp: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        sp.efSearch = min(_EF_MAX, max(k, math.ceil(int(params["efSearch"]) / fraction)))
+        sp.sel = sel
+        return index.search(xq, k, params=sp)
+    if kind == "ivf_pq_sq8":
+        base: Any = faiss.SearchParametersIVF()
+        base.nprobe = min(faiss.extract_index_ivf(index).nlist, math.ceil(int(params["nprobe"]) / fraction))
+        # IndexIDMap2 translates only a top-level selector; the IVF below IndexRefine needs its own translation.
+        id_map = index.id_map  # type: ignore[attr-defined]
+        translated = faiss.IDSelectorTranslated(id_map, sel) if sel is not None else None
+        base.sel = translated
+        sp = faiss.IndexRefineSearchParameters()
+        sp.k_factor = float(params["k_factor"])
+        sp.base_index_params = base
+        return index.search(xq, k, params=sp)
+    sp = faiss.SearchParameters()
+    sp.sel = sel
+    return index.search(xq, k, params=sp if sel is not None else None)
+
+
+def _exact_subset(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.full((len(xq), k), -np.inf, dtype=np.float32)
+    ids = np.full((len(xq), k), -1, dtype=np.int64)
+    if len(allowed):
+        xs = index.reconstruct_batch(allowed)
+        top, rows = faiss.knn(xq, xs, min(k, len(allowed)), metric=faiss.METRIC_INNER_PRODUCT)
+        scores[:, : top.shape[1]], ids[:, : rows.shape[1]] = top, np.where(rows >= 0, allowed[rows], -1)
+    return scores, ids
+
+
+def save_raw_f16(path: Path, xb: np.ndarray) -> None:
+    """Write vectors as a float16 .npy, block by block (half the size of float32; enough to rebuild an index)."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=xb.shape)
+    for start in range(0, len(xb), _BLOCK):
+        out[start : start + _BLOCK] = xb[start : start + _BLOCK]
+    out.flush()
+    del out
+
+
+def load_raw_f16(path: Path) -> np.memmap[Any, np.dtype[np.float16]]:
+    """The float16 vectors as a read-only memmap: pages load on demand, so a rebuild streams them."""
+    raw = np.load(path, mmap_mode="r")
+    if not isinstance(raw, np.memmap) or raw.dtype != np.float16 or raw.ndim != 2:
+        raise IndexCorrupt(f"{path}: expected a 2-d float16 .npy array; rebuild the index")
+    return raw

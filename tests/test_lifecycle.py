@@ -144,14 +144,17 @@ def test_kill_9_during_a_build_leaves_the_previous_index_served(own_seed: Search
     index = service.settings.index_dir
     served = service.store.build_id
     big = tmp_path / "big.jsonl"
-    rows = [{"id": f"a{i}", "text": f"Paragraph {i} about topic {i % 17} in some detail. " * 8} for i in range(400)]
+    rows = [{"id": f"a{i}", "text": f"Paragraph {i} about topic {i % 17} in some detail. " * 8} for i in range(3000)]
     big.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
     proc = subprocess.Popen(
         [sys.executable, "-m", "search", "index", str(big), "--index", str(index)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(25)  # model loaded, embedding under way
+    # Kill it in its write stage if we catch it there, else well into embedding (3,000 passages take minutes).
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and not list((index / "builds").glob(".tmp-*")) and proc.poll() is None:
+        time.sleep(0.01)
     assert proc.poll() is None, "the build finished before it could be killed; make the corpus bigger"
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -80,6 +80,15 @@ def raw_query_encode(model: Any, warm: Sequence[str], queries: Sequence[str], pr
     return percentiles(timed(lambda q: model.encode([q], prompt=prompt, normalize_embeddings=True), queries))
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the benchmark dies without cleaning up (SIGKILL), so none is orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 @contextmanager
 def server(index_dir: Path, port: int, log_path: Path) -> Iterator[tuple[str, int]]:
     """`python -m search serve` in its own process on a loopback port; yields (base url, pid) once /health answers."""
@@ -88,7 +97,9 @@ def server(index_dir: Path, port: int, log_path: Path) -> Iterator[tuple[str, in
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "search", "serve", "--index", str(index_dir), "--port", str(port)]
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ))
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ), preexec_fn=_die_with_parent
+        )
         try:
             deadline = time.monotonic() + 300
             while True:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +36,16 @@ KINDS = ("flat", "hnsw_sq8", "ivf_pq_sq8")
 # 2.5 ms at 20k, 8.6 ms at 50k, 19.5 ms at 100k, 37 ms at 200k (~0.19 us per vector: it is memory bound), while
 # hnsw_sq8 answers in 0.7 ms at 100k with recall@10 0.96. Flat stays exact while a query costs <= ~3 ms.
 FLAT_MAX = 20_000
-# A filter allowing m of n ids is answered exactly (decoding the m SQ8 codes: ~0.55 us each, one thread) when
-# m <= EXACT_SUBSET_FACTOR * sqrt(n), else by a graph / list search scaled by n / m (~ t * n / m for an
-# unfiltered query time t). The two costs meet at m = sqrt(n * t / 0.55 us): ~11k at 100k (t = 0.68 ms) and
-# ~55k at 1M (t = 1.7 ms) in `bench_scale`. Graph search alone also misses when a filter keeps a tiny share.
+# A filter allowing m of n ids is answered exactly (scoring the m SQ8 codes gathered into a small index: ~0.4 us
+# each, one thread) when m <= EXACT_SUBSET_FACTOR * sqrt(n), else by a graph / list search scaled by n / m
+# (~ t * n / m for an unfiltered query time t). The costs meet at m = sqrt(n * t / 0.4 us): ~10k at 100k
+# (t = 0.43 ms) and ~65k at 1M (t = 1.7 ms) in `bench_scale`. Graph search alone also misses when a filter
+# keeps a tiny share of the rows.
 EXACT_SUBSET_FACTOR = 50
+# From this size ivf_pq_sq8 is planned before hnsw_sq8. At recall@10 >= 0.95 (held-out), one thread, p50:
+# 100k: hnsw 0.48 ms (efSearch 96) vs ivf 0.59 ms (nprobe 256 of 1024 lists: fragile); 300k: hnsw 0.66 ms vs
+# ivf 0.36 ms (nprobe 24 of 2048); 1M: hnsw FIXME vs ivf FIXME; ivf is also ~25% smaller. See bench-results/.
+IVF_MIN = 200_000
 TUNE_QUERIES = 1000
 # The recall of 1000 tuning queries has a standard error of ~0.005: tune to the target plus two of them.
 TUNE_MARGIN = 0.01
@@ -50,6 +56,11 @@ K_FACTOR = 8
 _EF_MAX = 4096
 _BLOCK = 100_000
 _QT_8BIT: Any = faiss.ScalarQuantizer.QT_8bit  # an int in the stubs, which want the enum type
+_TYPES = {
+    "flat": "IndexIDMap2(IndexFlatIP)",
+    "hnsw_sq8": "IndexIDMap2(IndexHNSWSQ(QT_8bit))",
+    "ivf_pq_sq8": "IndexIDMap2(IndexRefine(IndexIVFPQFastScan, IndexScalarQuantizer(QT_8bit)))",
+}
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,7 @@ class BuiltIndex:
     def describe(self) -> dict[str, Any]:
         """The manifest and `/health` entry: everything needed to load, search and judge the index."""
         return {
+            "type": _TYPES[self.kind],
             "kind": self.kind,
             "metric": "inner_product",
             "exact": self.kind == "flat",
@@ -94,22 +106,16 @@ def _nlist(n: int) -> int:
     return int(max(16, min(target, 2 ** int(math.log2(max(16, n // 39))))))
 
 
-def _pq_m(dim: int) -> int:
-    return dim // 2 if dim % 2 == 0 else dim
-
-
 def estimated_bytes_per_vector(plan: IndexPlan, dim: int, n: int) -> float:
-    """Serialized bytes per vector, id map included (calibrated on the measured sizes at 100k and 1M)."""
-    if plan.kind == "flat":
-        return 4.0 * dim + 8
+    """Serialized bytes per vector, id map included (checked against the measured sizes at 100k and 1M)."""
+    p = {**default_plan(plan.kind, n, dim).params, **plan.params}
     if plan.kind == "hnsw_sq8":
-        m = int(plan.params.get("M", 32))
-        return dim + 8 * m * (1 + 1 / m) + 28  # codes, level-0 and upper links, levels/offsets, id map
+        return dim + 8 * int(p["M"]) + 36  # codes, level-0 and upper links, levels and offsets, id map
     if plan.kind == "ivf_pq_sq8":
-        nlist, pq_bytes = int(plan.params.get("nlist", _nlist(n))), math.ceil(_pq_m(dim) / 2)
+        pq_bytes = math.ceil(int(p["pq_m"]) / 2)
         # SQ8 codes, PQ codes, list and map ids; centroids; fast-scan lists padded to blocks of 32 codes
-        return dim + pq_bytes + 16 + (4.0 * dim + 16 * pq_bytes) * nlist / max(n, 1)
-    raise ValueError(f"unknown index kind {plan.kind!r}; expected one of {', '.join(KINDS)}")
+        return dim + pq_bytes + 16 + (4.0 * dim + 16 * pq_bytes) * int(p["nlist"]) / max(n, 1)
+    return 4.0 * dim + 8
 
 
 def default_plan(kind: str, n: int, dim: int) -> IndexPlan:
@@ -117,16 +123,20 @@ def default_plan(kind: str, n: int, dim: int) -> IndexPlan:
     if kind == "hnsw_sq8":
         return IndexPlan(kind, {"M": 32, "efConstruction": 40})
     if kind == "ivf_pq_sq8":
-        return IndexPlan(kind, {"nlist": _nlist(n), "pq_m": _pq_m(dim), "kmeans_iterations": 10})
+        pq_m = dim // 2 if dim % 2 == 0 else dim
+        return IndexPlan(
+            kind, {"nlist": _nlist(n), "pq_m": pq_m, "pq_bits": 4, "refine": "SQ8", "kmeans_iterations": 10}
+        )
     if kind == "flat":
         return IndexPlan(kind)
     raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
 def plan_index(n: int, dim: int, memory_budget_bytes: int | None = None, flat_max: int = FLAT_MAX) -> IndexPlan:
-    """Flat up to `flat_max` vectors (and within the budget), else the fastest approximate kind that fits."""
-    # hnsw_sq8 before ivf_pq_sq8: it met recall@10 0.95 at a lower latency (see bench-results/scale.json).
-    kinds = (["flat"] if n <= flat_max else []) + ["hnsw_sq8", "ivf_pq_sq8"]
+    """Flat up to `flat_max` vectors, else the approximate kind measured fastest at this size; the first of
+    those that fits the memory budget."""
+    approximate = ["hnsw_sq8", "ivf_pq_sq8"] if n < IVF_MIN else ["ivf_pq_sq8", "hnsw_sq8"]
+    kinds = (["flat"] if n <= flat_max else []) + approximate
     candidates = [default_plan(kind, n, dim) for kind in kinds]
     if memory_budget_bytes is None:
         return candidates[0]
@@ -169,26 +179,17 @@ def recall_at_k(ids: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
 
 
 def _make(plan: IndexPlan, dim: int, n: int) -> tuple[faiss.Index, dict[str, Any]]:
+    p = {**default_plan(plan.kind, n, dim).params, **plan.params}
     ip = faiss.METRIC_INNER_PRODUCT
-    if plan.kind == "flat":
-        return faiss.IndexFlatIP(dim), {}
     if plan.kind == "hnsw_sq8":
-        m, efc = int(plan.params.get("M", 32)), int(plan.params.get("efConstruction", 40))
-        hnsw = faiss.IndexHNSWSQ(dim, _QT_8BIT, m, ip)
-        hnsw.hnsw.efConstruction = efc
-        return hnsw, {"M": m, "efConstruction": efc}
+        hnsw = faiss.IndexHNSWSQ(dim, _QT_8BIT, int(p["M"]), ip)
+        hnsw.hnsw.efConstruction = int(p["efConstruction"])
+        return hnsw, p
     if plan.kind == "ivf_pq_sq8":
-        nlist, pq_m = int(plan.params.get("nlist", _nlist(n))), int(plan.params.get("pq_m", _pq_m(dim)))
-        ivf = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, nlist, pq_m, 4, ip)
-        niter = int(plan.params.get("kmeans_iterations", 10))
-        ivf.cp.niter = niter
-        refine = faiss.IndexRefine(ivf, faiss.IndexScalarQuantizer(dim, _QT_8BIT, ip))
-        return refine, {"nlist": nlist, "pq_m": pq_m, "pq_bits": 4, "refine": "SQ8", "kmeans_iterations": niter}
-    raise ValueError(f"unknown index kind {plan.kind!r}; expected one of {', '.join(KINDS)}")
-
-
-def _train_size(kind: str, params: dict[str, Any], n: int) -> int:
-    return min(n, 50 * int(params["nlist"])) if kind == "ivf_pq_sq8" else min(n, _BLOCK)
+        ivf = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, int(p["nlist"]), int(p["pq_m"]), 4, ip)
+        ivf.cp.niter = int(p["kmeans_iterations"])
+        return faiss.IndexRefine(ivf, faiss.IndexScalarQuantizer(dim, _QT_8BIT, ip)), p
+    return faiss.IndexFlatIP(dim), p
 
 
 def kind_of(index: faiss.Index) -> str:
@@ -221,7 +222,8 @@ def build_vector_index(
     inner, params = _make(plan, dim, n)
     rng = np.random.default_rng(seed)
     if not inner.is_trained:
-        sample = np.sort(rng.choice(n, size=_train_size(plan.kind, params, n), replace=False))
+        size = min(n, 50 * int(params["nlist"]) if plan.kind == "ivf_pq_sq8" else _BLOCK)
+        sample = np.sort(rng.choice(n, size=size, replace=False))
         inner.train(np.ascontiguousarray(xb[sample], dtype=np.float32))
     index = faiss.IndexIDMap2(inner)
     tune = plan.kind != "flat" and n > 0
@@ -234,39 +236,23 @@ def build_vector_index(
     recall: float | None = 1.0
     nq = 0
     if tune:
-        xq = xq_tune if xq_tune is not None else xb[held]
-        params, recall, nq = _tune(index, plan.kind, params, xb, ids, held, target_recall, xq)
+        xq = np.ascontiguousarray(xq_tune if xq_tune is not None else xb[held], dtype=np.float32)
+        _, rows = exact_knn(xq, xb, 10, skip=held)
+        params, recall = _tune(index, plan.kind, params, xq, np.where(rows >= 0, ids[rows], -1), target_recall)
+        nq = len(xq)
         set_search_params(index, params)
     if held.any():
         index.add_with_ids(np.ascontiguousarray(xb[held], dtype=np.float32), ids[held])
-    return BuiltIndex(
-        index=index,
-        kind=plan.kind,
-        params=params,
-        recall_at_10=recall,
-        build_seconds=time.perf_counter() - start,
-        bytes_per_vector=faiss.serialize_index(index).size / max(n, 1),
-        target_recall=target_recall if tune else None,
-        tune_queries=nq,
-    )
+    size = faiss.serialize_index(index).size
+    target = target_recall if tune else None
+    return BuiltIndex(index, plan.kind, params, recall, time.perf_counter() - start, size / max(n, 1), target, nq)
 
 
 def _tune(
-    index: faiss.Index,
-    kind: str,
-    params: dict[str, Any],
-    xb: np.ndarray,
-    ids: np.ndarray,
-    held: np.ndarray,
-    target: float,
-    xq: np.ndarray,
-    k: int = 10,
-) -> tuple[dict[str, Any], float, int]:
+    index: faiss.Index, kind: str, params: dict[str, Any], xq: np.ndarray, truth: np.ndarray, target: float, k: int = 10
+) -> tuple[dict[str, Any], float]:
     """The lowest efSearch / nprobe on the ladder whose recall@k reaches target + TUNE_MARGIN, by bisection
     (recall grows with either), or the top of the ladder with the recall it reached."""
-    xq = np.ascontiguousarray(xq, dtype=np.float32)
-    _, rows = exact_knn(xq, xb, k, skip=held)
-    truth = np.where(rows >= 0, ids[rows], -1)
     if kind == "hnsw_sq8":
         ladder = [{"efSearch": ef} for ef in _EF_LADDER]
     else:
@@ -288,7 +274,7 @@ def _tune(
         measured[chosen] = recall_at_k(found, truth, k)
     if measured[chosen] < target:
         log.warning("%s reached recall@%d %.4f at most (target %.2f)", kind, k, measured[chosen], target)
-    return {**params, **ladder[chosen]}, round(measured[chosen], 4), len(xq)
+    return {**params, **ladder[chosen]}, round(measured[chosen], 4)
 
 
 def set_search_params(index: faiss.Index, params: dict[str, Any]) -> None:
@@ -314,7 +300,7 @@ def search(
 
     A filter that keeps few ids (`exact_subset_max`) is answered exactly over their decoded vectors; a wider one
     searches with efSearch / nprobe scaled up by the share of ids it removes, so about as many allowed candidates
-    are seen. `selector_ids` must be ids in the index.
+    are seen.
     One query runs on one thread: FAISS splits work by query, so more threads only add wake-up latency (tens of
     ms on a loaded machine in `bench_scale`). OpenMP thread counts are per calling thread, so this is thread-safe.
     """
@@ -363,13 +349,35 @@ def _search(
 
 
 def _exact_subset(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.full((len(xq), k), -np.inf, dtype=np.float32)
-    ids = np.full((len(xq), k), -1, dtype=np.int64)
-    if len(allowed):
-        xs = index.reconstruct_batch(allowed)
-        top, rows = faiss.knn(xq, xs, min(k, len(allowed)), metric=faiss.METRIC_INNER_PRODUCT)
-        scores[:, : top.shape[1]], ids[:, : rows.shape[1]] = top, np.where(rows >= 0, allowed[rows], -1)
-    return scores, ids
+    """Exact scores of the allowed ids' SQ8 codes, gathered into a small index of their own."""
+    inner: Any = faiss.downcast_index(index.index)  # type: ignore[attr-defined]
+    storage: Any = faiss.downcast_index(inner.storage if isinstance(inner, faiss.IndexHNSW) else inner.refine_index)
+    positions = _positions(index)
+    allowed = allowed[(allowed >= 0) & (allowed < len(positions))]
+    allowed = allowed[positions[allowed] >= 0]  # ids the index does not hold cannot be found
+    n, size = storage.ntotal, storage.code_size
+    codes = faiss.rev_swig_ptr(storage.codes.data(), n * size).reshape(n, size)
+    subset = faiss.IndexScalarQuantizer(index.d, _QT_8BIT, faiss.METRIC_INNER_PRODUCT)
+    subset.sq = storage.sq
+    subset.is_trained = True
+    subset.add_sa_codes(np.ascontiguousarray(codes[positions[allowed]]))
+    scores, found = subset.search(xq, k)
+    return scores, np.where(found >= 0, np.append(allowed, -1)[found], -1)
+
+
+_POSITIONS: weakref.WeakKeyDictionary[Any, tuple[int, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def _positions(index: Any) -> np.ndarray:
+    """id -> position in the index, -1 where absent (ids are passage rows: dense), cached per index object."""
+    n = index.ntotal
+    cached = _POSITIONS.get(index)
+    if cached is None or cached[0] != n:
+        id_map = faiss.rev_swig_ptr(index.id_map.data(), n) if n else np.zeros(0, dtype=np.int64)
+        positions = np.full(int(id_map.max(initial=-1)) + 1, -1, dtype=np.int64)
+        positions[id_map] = np.arange(n)
+        cached = _POSITIONS[index] = (n, positions)
+    return cached[1]
 
 
 def save_raw_f16(path: Path, xb: np.ndarray) -> None:

@@ -129,9 +129,12 @@ def test_plan_is_flat_below_the_crossover_and_approximate_above() -> None:
     assert vi.plan_index(vi.FLAT_MAX, 384).kind == "flat"
     assert vi.plan_index(vi.FLAT_MAX + 1, 384).kind == "hnsw_sq8"
     assert vi.plan_index(5000, 384, flat_max=1000).kind == "hnsw_sq8"
+    assert vi.plan_index(vi.IVF_MIN, 384).kind == "ivf_pq_sq8"
     n = 1_000_000
-    assert vi.estimated_bytes_per_vector(vi.plan_index(n, 384), 384, n) <= 700
-    assert vi.plan_index(n, 384, memory_budget_bytes=600 * n).kind == "ivf_pq_sq8"
+    assert vi.plan_index(n, 384).kind == "ivf_pq_sq8"
+    assert vi.estimated_bytes_per_vector(vi.default_plan("hnsw_sq8", n, 384), 384, n) <= 700
+    assert vi.estimated_bytes_per_vector(vi.plan_index(n, 384), 384, n) <= 520
+    assert vi.plan_index(100_000, 384, memory_budget_bytes=600 * 100_000).kind == "ivf_pq_sq8"  # hnsw won't fit
     assert vi.plan_index(1000, 384, memory_budget_bytes=1000 * 1000).kind == "hnsw_sq8"  # flat would not fit
     with pytest.raises(BadInput, match="raise the memory budget"):
         vi.plan_index(n, 384, memory_budget_bytes=100 * n)
@@ -140,4 +143,5 @@ def test_plan_is_flat_below_the_crossover_and_approximate_above() -> None:
 def test_describe_is_what_the_manifest_records(built: dict[str, vi.BuiltIndex]) -> None:
     d = built["hnsw_sq8"].describe()
     assert d["kind"] == "hnsw_sq8" and d["metric"] == "inner_product" and d["exact"] is False
+    assert d["type"] == "IndexIDMap2(IndexHNSWSQ(QT_8bit))"
     assert d["params"]["efSearch"] >= 16 and d["recall_at_10"] >= 0.95 and d["target_recall"] == 0.95

@@ -5,6 +5,9 @@ paragraphs above the right English one. Subtracting each language's mean vector 
 Language Neutrality of Pre-trained Multilingual Representations", 2020) removes most of that language identity
 from the vectors: passages are centered by their own language's mean, queries by the mean of the query's
 language (weighted by the detector's confidences when it is unsure), and both are re-normalized.
+
+A language with too few passages in the index (or none: the query's language may be absent) takes its mean from
+the model's mean bank (`search.meanbank`) as an offset from the index's own mean, or else the global mean.
 """
 
 from __future__ import annotations
@@ -24,27 +27,41 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Centering:
-    """Mean vectors per language (only for languages with enough passages) and over all passages."""
+    """Mean vectors per language (only for languages with enough passages) and over all passages, plus
+    estimated means (`borrowed`) for the other languages of the mean bank."""
 
     global_mean: np.ndarray
     means: dict[str, np.ndarray] = field(default_factory=dict)
     enabled: bool = True
+    borrowed: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, vectors: np.ndarray, langs: Sequence[str], min_passages: int, enabled: bool = True) -> Centering:
+    def fit(
+        cls,
+        vectors: np.ndarray,
+        langs: Sequence[str],
+        min_passages: int,
+        enabled: bool = True,
+        bank: Mapping[str, np.ndarray] | None = None,
+    ) -> Centering:
         dim = vectors.shape[1] if vectors.ndim == 2 else 0
         if len(vectors) == 0:
             return cls(np.zeros(dim, dtype=np.float32), {}, enabled)
         lang_arr = np.asarray(langs)
+        counts = Counter(langs)
         means = {
             lang: vectors[lang_arr == lang].mean(axis=0).astype(np.float32)
-            for lang, n in Counter(langs).items()
+            for lang, n in counts.items()
             if n >= min_passages
         }
-        return cls(vectors.mean(axis=0).astype(np.float32), means, enabled)
+        global_mean = vectors.mean(axis=0).astype(np.float32)
+        return cls(global_mean, means, enabled, _borrow(global_mean, counts, means, bank or {}))
 
     def mean_for(self, lang: str) -> np.ndarray:
-        return self.means.get(lang, self.global_mean)
+        mean = self.means.get(lang)
+        if mean is None:
+            mean = self.borrowed.get(lang, self.global_mean)
+        return mean
 
     def passages(self, vectors: np.ndarray, langs: Sequence[str]) -> np.ndarray:
         if not self.enabled or len(vectors) == 0:
@@ -64,13 +81,30 @@ class Centering:
 
     def save(self, path: Path) -> None:
         arrays = {f"lang_{k}": v for k, v in self.means.items()}
+        arrays |= {f"bank_{k}": v for k, v in self.borrowed.items()}
         np.savez(path, global_mean=self.global_mean, enabled=np.array(self.enabled), **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: Path) -> Centering:
         with np.load(path) as data:
             means = {k[5:]: data[k] for k in data.files if k.startswith("lang_")}
-            return cls(data["global_mean"], means, bool(data["enabled"]))
+            borrowed = {k[5:]: data[k] for k in data.files if k.startswith("bank_")}
+            return cls(data["global_mean"], means, bool(data["enabled"]), borrowed)
 
     def describe(self) -> dict[str, object]:
-        return {"enabled": self.enabled, "languages": sorted(self.means)}
+        return {"enabled": self.enabled, "languages": sorted(self.means), "bank_languages": sorted(self.borrowed)}
+
+
+def _borrow(
+    global_mean: np.ndarray, counts: Counter[str], own: Mapping[str, np.ndarray], bank: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Means for the bank's languages the index has no mean of: the index's mean moved by the bank's offset
+    between that language and the index's language mix (weighted by passage counts)."""
+    covered = {lang: n for lang, n in counts.items() if lang in bank}
+    missing = [lang for lang in bank if lang not in own]
+    if not covered or not missing:
+        # Without a language in common the bank's offsets have no anchor in this index.
+        return {}
+    total = sum(covered.values())
+    anchor = np.sum([(n / total) * bank[lang] for lang, n in covered.items()], axis=0)
+    return {lang: (global_mean + bank[lang] - anchor).astype(np.float32) for lang in missing}

@@ -155,6 +155,30 @@ def prepare_model(model: ModelOpt = None) -> None:
     typer.echo(str(resolve_model(settings.model, settings.cache_dir)))
 
 
+@app.command("bank")
+def make_bank(
+    texts: Annotated[Path, typer.Argument(help='JSONL of {"lang": ..., "text": ...}: parallel text is best')],
+    model: ModelOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="where to write it [default: the cache, used by mean_bank=auto]")
+    ] = None,
+) -> None:
+    """Compute the model's per-language mean bank, used to center languages an index lacks."""
+    from search.embedding import SentenceTransformerEmbedder
+    from search.meanbank import cache_path, compute_bank, read_texts
+
+    settings = _settings(model=model)
+    if not texts.is_file():
+        raise typer.BadParameter(f"{texts}: no such file")
+    by_lang = read_texts(texts)
+    embedder = SentenceTransformerEmbedder(settings.model, settings.cache_dir, settings.threads, settings.batch_size)
+    bank = compute_bank(embedder, by_lang, source=texts.name)
+    target = out or cache_path(settings.cache_dir, embedder.fingerprint)
+    bank.save(target)
+    counts = ", ".join(f"{lang} {n}" for lang, n in sorted(bank.counts.items()))
+    typer.echo(f"{target}: means of {len(bank.means)} languages ({counts})")
+
+
 def _register_report() -> None:
     from search.report_cli import report as report_command
 

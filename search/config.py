@@ -30,7 +30,14 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache, description="restored models and embedding cache")
     languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES))
     centering: bool = Field(True, description="per-language mean centering of vectors")
-    centering_min_passages: int = Field(5, description="languages with fewer passages fall back to the global mean")
+    centering_min_passages: int = Field(
+        5, description="languages with fewer passages take their mean from the mean bank, else the global mean"
+    )
+    mean_bank: str = Field(
+        "auto",
+        description="per-language means for languages an index lacks: auto (the model's bank, if any), off, "
+        "or a .npz from `search bank`",
+    )
     embedding_cache: Path | None = Field(
         None, description="SQLite embedding cache [default: embeddings.sqlite in the index folder]"
     )

@@ -82,14 +82,15 @@ class SentenceTransformerEmbedder:
         return self.query_prompt if query else self.passage_prompt
 
     def count_tokens(self, text: str, *, query: bool = False) -> int:
-        return len(self._tokenizer(self._prompt(query) + text, add_special_tokens=True)["input_ids"])
+        # verbose=False: a text over the window is expected here (it is how the chunker finds them), not an error.
+        return len(self._tokenizer(self._prompt(query) + text, add_special_tokens=True, verbose=False)["input_ids"])
 
     def encode(self, texts: Sequence[str], *, query: bool, progress: bool = False) -> np.ndarray:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out
         prompt = self._prompt(query)
-        ids = self._tokenizer([prompt + t for t in texts], add_special_tokens=False)["input_ids"]
+        ids = self._tokenizer([prompt + t for t in texts], add_special_tokens=False, verbose=False)["input_ids"]
         fits = [i for i, toks in enumerate(ids) if len(toks) + 2 <= self.max_tokens]
         long = [i for i, toks in enumerate(ids) if len(toks) + 2 > self.max_tokens]
         if fits:

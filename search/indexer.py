@@ -22,6 +22,7 @@ from search.embedcache import EmbeddingCache
 from search.embedding import Embedder
 from search.errors import BadInput
 from search.language import UNDETERMINED, LanguageDetector
+from search.meanbank import MeanBank
 from search.records import Article, Passage
 from search.store import current_build, discard, new_build_id, publish, write_build
 
@@ -65,11 +66,16 @@ def passage_id(article_id: str, text: str, occurrence: int) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def make_passages(articles: Sequence[Article], embedder: Embedder, detector: LanguageDetector) -> list[Passage]:
+def make_passages(
+    articles: Sequence[Article], embedder: Embedder, detector: LanguageDetector, summary: BuildSummary | None = None
+) -> list[Passage]:
+    """Chunk the articles and identify each passage's language (timed as the `chunk` and `language` stages)."""
+    summary = summary or BuildSummary()
     settings = ChunkerSettings(max_tokens=embedder.max_tokens)
-    chunked = [(a, chunk_article(a.text, embedder.count_tokens, settings)) for a in articles]
-    texts = [c.text for _, chunks in chunked for c in chunks]
-    langs = iter(detector.detect_many(texts))
+    with _stage(summary, "chunk"):
+        chunked = [(a, chunk_article(a.text, embedder.count_tokens, settings)) for a in articles]
+    with _stage(summary, "language"):
+        langs = iter(detector.detect_many([c.text for _, chunks in chunked for c in chunks]))
     passages = []
     for article, chunks in chunked:
         seen: Counter[str] = Counter()
@@ -80,18 +86,7 @@ def make_passages(articles: Sequence[Article], embedder: Embedder, detector: Lan
             pid = passage_id(article.id, c.text, seen[c.text])
             seen[c.text] += 1
             passages.append(
-                Passage(
-                    pid,
-                    article.id,
-                    article.title,
-                    c.paragraph,
-                    c.part,
-                    c.start,
-                    c.end,
-                    lang,
-                    c.text,
-                    c.section,
-                )
+                Passage(pid, article.id, article.title, c.paragraph, c.part, c.start, c.end, lang, c.text, c.section)
             )
     return passages
 
@@ -120,6 +115,7 @@ def build_index(
     *,
     centering: bool = True,
     centering_min_passages: int = 5,
+    bank: MeanBank | None = None,
     progress: bool = False,
     embedding_cache: Path | None = None,
     strict: bool = False,
@@ -138,7 +134,7 @@ def build_index(
         raise BadInput(f"no articles found in {names}; give .txt, .md, .html or .jsonl files or folders")
     return build_from_articles(
         report.articles, index_dir, embedder, detector, summary, start,
-        centering=centering, centering_min_passages=centering_min_passages, progress=progress,
+        centering=centering, centering_min_passages=centering_min_passages, bank=bank, progress=progress,
         embedding_cache=embedding_cache,
     )  # fmt: skip
 
@@ -153,14 +149,14 @@ def build_from_articles(
     *,
     centering: bool = True,
     centering_min_passages: int = 5,
+    bank: MeanBank | None = None,
     progress: bool = False,
     embedding_cache: Path | None = None,
 ) -> BuildSummary:
     """Chunk, identify, embed (through the cache), center, write and publish `articles` as a new build."""
     summary = summary or BuildSummary(index_dir=str(index_dir))
     start = time.perf_counter() if start is None else start
-    with _stage(summary, "chunk+language"):
-        passages = make_passages(articles, embedder, detector)
+    passages = make_passages(articles, embedder, detector, summary)
 
     index_dir.mkdir(parents=True, exist_ok=True)
     cache_path = embedding_cache or index_dir / "embeddings.sqlite"
@@ -175,7 +171,8 @@ def build_from_articles(
 
     with _stage(summary, "center"):
         langs = [p.lang for p in passages]
-        means = Centering.fit(raw, langs, centering_min_passages, enabled=centering)
+        bank = bank or MeanBank()
+        means = Centering.fit(raw, langs, centering_min_passages, enabled=centering, bank=bank.means)
     summary.build_id = new_build_id()
     manifest = {
         "package_version": __version__,
@@ -186,6 +183,7 @@ def build_from_articles(
         },
         "chunker": ChunkerSettings(max_tokens=embedder.max_tokens).describe(),
         "centering_min_passages": centering_min_passages,
+        "mean_bank": bank.describe() if bank else None,
         "counts": {
             "articles": len(articles),
             "passages": len(passages),

@@ -18,6 +18,7 @@ from search.embedding import Embedder, SentenceTransformerEmbedder
 from search.errors import BadInput, IndexMismatch, NotFound
 from search.indexer import BuildSummary, build_from_articles, build_index
 from search.language import LanguageDetector
+from search.meanbank import MeanBank, find_bank
 from search.records import Article, Hit, Passage
 from search.retrieval import Retriever
 from search.store import ArticleInfo, Filters, Store, current_build, read_manifest
@@ -106,6 +107,12 @@ class SearchService:
             return self._detector
 
     @property
+    def mean_bank(self) -> MeanBank:
+        """The model's per-language means for languages an index lacks (empty when there is none or it is off)."""
+        s = self.settings
+        return find_bank(s.mean_bank, self.embedder.fingerprint, s.cache_dir)
+
+    @property
     def store(self) -> Store:
         if self._store is None:
             self._store = self.load()
@@ -150,7 +157,7 @@ class SearchService:
             articles = change(self.store.all_articles())
             summary = build_from_articles(
                 articles, s.index_dir, self.embedder, self.detector,
-                centering=s.centering, centering_min_passages=s.centering_min_passages,
+                centering=s.centering, centering_min_passages=s.centering_min_passages, bank=self.mean_bank,
                 embedding_cache=s.embedding_cache,
             )  # fmt: skip
             self.reload()
@@ -193,6 +200,7 @@ class SearchService:
             self.detector,
             centering=s.centering,
             centering_min_passages=s.centering_min_passages,
+            bank=self.mean_bank,
             progress=progress,
             embedding_cache=s.embedding_cache,
             strict=strict,

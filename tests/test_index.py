@@ -48,7 +48,7 @@ def test_build_publishes_passages_with_offsets_languages_and_manifest(tmp_path, 
     summary = svc.build([corpus])
     assert (summary.articles, summary.passages, summary.embedded, summary.reused, summary.removed) == (3, 6, 6, 0, 0)
     assert summary.languages == {"en": 2, "zh": 2, "ru": 2}
-    assert set(summary.stages) >= {"read", "chunk+language", "embed", "write"}
+    assert set(summary.stages) >= {"read", "chunk", "language", "embed", "center", "write"}
 
     store = svc.load()
     texts = {a.article_id: (corpus / a.article_id).read_text(encoding="utf-8") for a in store.articles()}

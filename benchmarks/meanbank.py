@@ -1,0 +1,46 @@
+"""`python -m benchmarks.meanbank`: the default model's mean bank from the XQuAD paragraphs (all 12 languages).
+
+It writes `search/data/meanbanks/<fingerprint>.npz`, which ships in the package. `--paragraphs 120:240` takes a
+slice of the paragraphs only, for a held-out check: a bank from paragraphs 120-239 evaluated on paragraphs 0-119
+(`SEARCH_MEAN_BANK=that.npz python -m benchmarks.eval --limit 120`) shows what the bank gives on unseen text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from benchmarks.xquad import ALL_LANGS, load
+from search.config import Settings
+from search.embedding import SentenceTransformerEmbedder
+from search.meanbank import compute_bank, read_texts, shipped_path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--paragraphs", default=":", help="a slice of paragraph indexes, e.g. 120:240 [default: all]")
+    parser.add_argument("--out", type=Path, default=None, help="[default: the shipped bank of the default model]")
+    args = parser.parse_args()
+    start, _, stop = args.paragraphs.partition(":")
+    chosen = slice(int(start) if start else None, int(stop) if stop else None)
+    settings = Settings()
+    embedder = SentenceTransformerEmbedder(settings.model, settings.cache_dir, settings.threads, settings.batch_size)
+    xq = load(ALL_LANGS)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Through the same JSONL reader that `search bank` uses.
+        jsonl = Path(tmp) / "xquad-paragraphs.jsonl"
+        with jsonl.open("w", encoding="utf-8") as f:
+            for lang in ALL_LANGS:
+                for p in xq.paragraphs[lang][chosen]:
+                    f.write(json.dumps({"lang": lang, "text": p.text}, ensure_ascii=False) + "\n")
+        source = f"XQuAD paragraphs [{args.paragraphs}] (CC BY-SA 4.0), data/xquad/"
+        bank = compute_bank(embedder, read_texts(jsonl), source)
+    target = args.out or shipped_path(embedder.fingerprint)
+    bank.save(target)
+    print(f"{target}: {len(bank.means)} languages, {sum(bank.counts.values())} paragraphs")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ from search.embedcache import EmbeddingCache
 from search.embedding import Embedder
 from search.errors import BadInput
 from search.language import UNDETERMINED, LanguageDetector
+from search.lexical import ZhTokenizer
 from search.meanbank import MeanBank
 from search.records import Article, Passage
 from search.store import current_build, discard, new_build_id, publish, write_build
@@ -120,6 +121,7 @@ def build_index(
     embedding_cache: Path | None = None,
     strict: bool = False,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    zh_tokenizer: ZhTokenizer = "jieba",
 ) -> BuildSummary:
     """Index the articles under `paths` into a new build and publish it; the old one stays until then."""
     summary = BuildSummary(index_dir=str(index_dir))
@@ -135,7 +137,7 @@ def build_index(
     return build_from_articles(
         report.articles, index_dir, embedder, detector, summary, start,
         centering=centering, centering_min_passages=centering_min_passages, bank=bank, progress=progress,
-        embedding_cache=embedding_cache,
+        embedding_cache=embedding_cache, zh_tokenizer=zh_tokenizer,
     )  # fmt: skip
 
 
@@ -152,6 +154,7 @@ def build_from_articles(
     bank: MeanBank | None = None,
     progress: bool = False,
     embedding_cache: Path | None = None,
+    zh_tokenizer: ZhTokenizer = "jieba",
 ) -> BuildSummary:
     """Chunk, identify, embed (through the cache), center, write and publish `articles` as a new build."""
     summary = summary or BuildSummary(index_dir=str(index_dir))
@@ -193,7 +196,9 @@ def build_from_articles(
     }
     previous = current_build(index_dir)
     with _stage(summary, "write"):
-        folder = write_build(index_dir, summary.build_id, articles, passages, raw, means, manifest)
+        folder = write_build(
+            index_dir, summary.build_id, articles, passages, raw, means, manifest, zh_tokenizer=zh_tokenizer
+        )
     try:
         summary.removed = _count_removed(previous, {p.passage_id for p in passages})
         publish(index_dir, folder)

@@ -158,7 +158,7 @@ class SearchService:
             summary = build_from_articles(
                 articles, s.index_dir, self.embedder, self.detector,
                 centering=s.centering, centering_min_passages=s.centering_min_passages, bank=self.mean_bank,
-                embedding_cache=s.embedding_cache,
+                embedding_cache=s.embedding_cache, zh_tokenizer=s.zh_tokenizer,
             )  # fmt: skip
             self.reload()
             return summary
@@ -205,6 +205,7 @@ class SearchService:
             embedding_cache=s.embedding_cache,
             strict=strict,
             max_file_bytes=s.max_file_bytes,
+            zh_tokenizer=s.zh_tokenizer,
         )
 
     def validate(self, q: SearchQuery) -> None:

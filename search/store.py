@@ -35,7 +35,7 @@ import numpy as np
 
 from search.centering import Centering
 from search.errors import BadInput, IndexCorrupt, IndexNotFound, NotFound
-from search.lexical import LexicalIndex
+from search.lexical import LexicalIndex, ZhTokenizer
 from search.records import Article, Passage
 
 MANIFEST = "manifest.json"
@@ -107,6 +107,8 @@ def write_build(
     raw: np.ndarray,
     centering: Centering,
     manifest: dict[str, Any],
+    *,
+    zh_tokenizer: ZhTokenizer = "jieba",
 ) -> Path:
     """Write a complete build folder (not yet published) and return it."""
     import faiss
@@ -127,7 +129,8 @@ def write_build(
     faiss.write_index(index, str(folder / "vectors.faiss"))
     np.save(folder / "raw.npy", raw.astype(np.float32))
     centering.save(folder / "centering.npz")
-    LexicalIndex.build([p.text for p in passages], [p.lang for p in passages]).save(folder / "lexical")
+    lexical = LexicalIndex.build([p.text for p in passages], [p.lang for p in passages], zh_tokenizer)
+    lexical.save(folder / "lexical")
 
     db = sqlite3.connect(folder / "passages.sqlite")
     with db:
@@ -166,7 +169,7 @@ def write_build(
         "normalized": True,
         "centering": centering.describe(),
         "dimension": int(dim),
-        "lexical": {"library": "bm25s", "per_language": True},
+        "lexical": lexical.describe(),
         "files": {str(f.relative_to(folder)): _sha256(f) for f in sorted(folder.rglob("*")) if f.is_file()},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")

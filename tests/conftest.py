@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -42,18 +43,14 @@ def service(settings):  # type: ignore[no-untyped-def]
     return svc
 
 
-@pytest.fixture(scope="session")
-def server_url(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """A real `search serve` process (uvicorn) on the seed index, on a free loopback port."""
+@contextmanager
+def serving(index_dir: Path, cache_dir: Path, log_dir: Path) -> Iterator[str]:
+    """A real `search serve` process (uvicorn) on `index_dir`, on a free loopback port; stopped on exit."""
     port = free_port()
     # A file, not a pipe: nobody reads the server's output while tests run, and a full pipe would block it.
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log_path = log_dir / "server.log"
     log = log_path.open("w")
-    env = {
-        **os.environ,
-        "SEARCH_INDEX_DIR": str(service.settings.index_dir),
-        "SEARCH_CACHE_DIR": str(service.settings.cache_dir),
-    }
+    env = {**os.environ, "SEARCH_INDEX_DIR": str(index_dir), "SEARCH_CACHE_DIR": str(cache_dir)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "search", "serve", "--port", str(port)],
         env=env,
@@ -75,11 +72,21 @@ def server_url(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         proc.kill()
         log.close()
         raise RuntimeError(f"server did not become healthy within 180 s:\n{log_path.read_text()}")
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def server_url(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A real `search serve` process (uvicorn) on the seed index, on a free loopback port."""
+    s = service.settings
+    with serving(s.index_dir, s.cache_dir, tmp_path_factory.mktemp("server")) as url:
+        yield url

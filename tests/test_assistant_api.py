@@ -1,10 +1,16 @@
 """What a research assistant uses, through HTTP on a real server: modes, context, highlights, grouping, paging,
-more-like-this and batches."""
+more-like-this, batches, and filters on a small news corpus with dates and sources."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from typing import Any
+
 import httpx
 import pytest
+
+from tests.conftest import serving
 
 pytestmark = pytest.mark.model
 
@@ -109,3 +115,217 @@ def test_bad_assistant_parameters_are_422(server_url: str) -> None:
     for params in ({"q": "x", "mode": "magic"}, {"q": "x", "context": 11}, {"q": "x", "meta": "nocolon"}):
         r = httpx.get(f"{server_url}/search", params=params, timeout=30)
         assert r.status_code == 422 and r.json()["error"]["code"] == "bad_input", params
+
+
+# A small news corpus with `published` dates and `source`s; `lang` is the language each text is written in (kept
+# out of the JSONL, where it would become metadata). Article "f" has no date: date filters must leave it out.
+NEWS: list[dict[str, str]] = [
+    {"id": "a", "lang": "en", "published": "2024-01-05", "source": "Reuters",
+     "text": "The central bank raised interest rates to slow inflation.\n\n"
+             "Economists had expected the increase after months of rising prices."},
+    {"id": "b", "lang": "en", "published": "2025-03-01", "source": "AP",
+     "text": "The central bank kept interest rates unchanged in March.\n\n"
+             "Officials said that inflation was now close to the target."},
+    {"id": "c", "lang": "en", "published": "2025-07-09", "source": "Reuters",
+     "text": "Inflation fell after the central bank's decision on interest rates.\n\n"
+             "Markets welcomed lower prices for fuel and food."},
+    {"id": "d", "lang": "zh", "published": "2025-05-20", "source": "Xinhua",
+     "text": "中央银行上调利率以抑制通货膨胀。\n\n经济学家预计物价将在明年逐步回落。"},
+    {"id": "e", "lang": "ru", "published": "2025-02-10", "source": "TASS",
+     "text": "Центральный банк повысил процентную ставку, чтобы сдержать инфляцию.\n\n"
+             "Экономисты ожидают постепенного снижения цен в следующем году."},
+    {"id": "f", "lang": "en", "source": "Reuters",
+     "text": "A museum about the history of money and banking opened in London.\n\n"
+             "Visitors can see coins and banknotes from three centuries."},
+]  # fmt: skip
+QUESTION = "Why did the central bank change interest rates?"
+
+# Each case is a POST /search filter body; GET gets the same filters as query parameters.
+FILTERS: list[dict[str, Any]] = [
+    {"published_after": "2025-01-01"},
+    {"published_before": "2025-03-01"},
+    {"published_after": "2025-02-01", "published_before": "2025-06-30"},
+    {"metadata": {"source": "Reuters"}},
+    {"metadata": {"source": "Reuters"}, "published_after": "2025-01-01"},
+    {"metadata": {"source": "nobody"}},
+    {"lang": ["zh"]},
+    {"lang": ["en"], "metadata": {"source": "AP"}},
+    {"article": ["a", "d"]},
+    {"article": ["a", "d"], "lang": ["en", "ru"]},
+]
+
+
+def expected(f: dict[str, Any]) -> set[str]:
+    """The articles of NEWS that pass the filters `f`, worked out from the rows themselves."""
+    out = set()
+    for row in NEWS:
+        date = row.get("published")
+        if "published_after" in f and (date is None or date < f["published_after"]):
+            continue
+        if "published_before" in f and (date is None or date > f["published_before"]):
+            continue
+        if any(row.get(key) != value for key, value in f.get("metadata", {}).items()):
+            continue
+        if "lang" in f and row["lang"] not in f["lang"]:
+            continue
+        if "article" in f and row["id"] not in f["article"]:
+            continue
+        out.add(row["id"])
+    return out
+
+
+def get_params(f: dict[str, Any]) -> dict[str, Any]:
+    params = {key: value for key, value in f.items() if key != "metadata"}
+    if "metadata" in f:
+        params["meta"] = [f"{key}:{value}" for key, value in f["metadata"].items()]
+    return params
+
+
+@pytest.fixture(scope="module")
+def news_url(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A real server on an index built from NEWS (JSONL with `published` and `source`), with the session's model."""
+    from search.config import Settings
+    from search.service import SearchService
+
+    folder = tmp_path_factory.mktemp("news")
+    corpus = folder / "news.jsonl"
+    lines = [json.dumps({k: v for k, v in row.items() if k != "lang"}, ensure_ascii=False) for row in NEWS]
+    corpus.write_text("\n".join(lines), encoding="utf-8")
+    settings = Settings(index_dir=folder / "index", cache_dir=service.settings.cache_dir)
+    SearchService(settings, embedder=service.embedder, detector=service.detector).build([corpus])
+    with serving(settings.index_dir, settings.cache_dir, folder) as url:
+        yield url
+
+
+def post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    r = httpx.post(f"{url}{path}", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_news_index_holds_the_corpus_in_its_languages(news_url: str) -> None:
+    articles = {a["article_id"]: a for a in httpx.get(f"{news_url}/articles", timeout=30).json()}
+    assert set(articles) == {row["id"] for row in NEWS}
+    for row in NEWS:
+        assert articles[row["id"]]["languages"] == [row["lang"]]
+        assert articles[row["id"]]["metadata"] == {k: v for k, v in row.items() if k not in ("id", "text", "lang")}
+
+
+@pytest.mark.parametrize("f", FILTERS, ids=lambda f: json.dumps(f, ensure_ascii=False))
+def test_filters_over_get_and_post(news_url: str, f: dict[str, Any]) -> None:
+    # k is above the corpus's passage count, so the hits are exactly the passages that pass the filters
+    via_get = search(news_url, q=QUESTION, k=50, **get_params(f))["hits"]
+    via_post = post(news_url, "/search", {"query": QUESTION, "k": 50, **f})["hits"]
+    assert {h["article_id"] for h in via_get} == expected(f)
+    assert [(h["passage_id"], h["rank"]) for h in via_post] == [(h["passage_id"], h["rank"]) for h in via_get]
+    if "lang" in f:
+        assert {h["lang"] for h in via_get} <= set(f["lang"])
+
+
+def test_filters_in_a_batch_apply_to_their_own_query(news_url: str) -> None:
+    queries = [{"query": QUESTION, "k": 50, **f} for f in FILTERS] + [{"query": QUESTION, "k": 50}]
+    results = post(news_url, "/search/batch", {"queries": queries})["results"]
+    assert [{h["article_id"] for h in r["hits"]} for r in results] == [expected(f) for f in FILTERS] + [
+        {row["id"] for row in NEWS}
+    ]
+
+
+def test_offset_and_min_score_page_a_filtered_ranking(news_url: str) -> None:
+    f = {"metadata": {"source": "Reuters"}}
+    full = post(news_url, "/search", {"query": QUESTION, "k": 50, **f})["hits"]
+    assert len(full) >= 5 and [h["rank"] for h in full] == list(range(1, len(full) + 1))
+    page = post(news_url, "/search", {"query": QUESTION, "k": 2, "offset": 2, **f})["hits"]
+    assert [h["passage_id"] for h in page] == [h["passage_id"] for h in full[2:4]]
+    assert [h["rank"] for h in page] == [3, 4]
+    get_page = search(news_url, q=QUESTION, k=2, offset=2, **get_params(f))["hits"]
+    assert [h["passage_id"] for h in get_page] == [h["passage_id"] for h in page]
+    past_the_end = post(news_url, "/search", {"query": QUESTION, "k": 5, "offset": len(full), **f})["hits"]
+    assert past_the_end == []
+    floor = full[2]["score"]
+    above = [h["passage_id"] for h in full if h["score"] >= floor]
+    kept = post(news_url, "/search", {"query": QUESTION, "k": 50, "min_score": floor, **f})["hits"]
+    assert [h["passage_id"] for h in kept] == above and 3 <= len(above) < len(full)
+    batch = post(
+        news_url,
+        "/search/batch",
+        {"queries": [{"query": QUESTION, "k": 2, "offset": 2, **f}, {"query": QUESTION, "min_score": floor, **f}]},
+    )["results"]
+    assert [h["passage_id"] for h in batch[0]["hits"]] == [h["passage_id"] for h in page]
+    assert [h["passage_id"] for h in batch[1]["hits"]] == above
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("published_after", "yesterday"), ("published_before", "2025-13-01"), ("published_after", "1 May 2025")],
+)
+def test_malformed_dates_are_422_naming_the_field(news_url: str, field: str, value: str) -> None:
+    answers = [
+        httpx.get(f"{news_url}/search", params={"q": QUESTION, field: value}, timeout=30),
+        httpx.post(f"{news_url}/search", json={"query": QUESTION, field: value}, timeout=30),
+        httpx.post(
+            f"{news_url}/search/batch", json={"queries": [{"query": QUESTION}, {"query": QUESTION, field: value}]}
+        ),
+    ]
+    for r in answers:
+        assert r.status_code == 422, (r.request.url, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "bad_input" and field in error["message"] and value in error["message"]
+
+
+def test_bad_metadata_filters_are_422_naming_the_field(news_url: str) -> None:
+    bad_key = httpx.post(f"{news_url}/search", json={"query": QUESTION, "metadata": {"source') OR 1=1 --": "x"}})
+    assert bad_key.status_code == 422 and "metadata filter" in bad_key.json()["error"]["message"]
+    not_a_string = httpx.post(f"{news_url}/search", json={"query": QUESTION, "metadata": {"source": ["AP"]}})
+    assert not_a_string.status_code == 422 and "metadata.source" in not_a_string.json()["error"]["message"]
+    no_colon = httpx.get(f"{news_url}/search", params={"q": QUESTION, "meta": "source"})
+    assert no_colon.status_code == 422 and "meta" in no_colon.json()["error"]["message"]
+    unknown = httpx.post(f"{news_url}/search", json={"query": QUESTION, "published": "2025-01-01"})
+    assert unknown.status_code == 422 and "published" in unknown.json()["error"]["message"]
+
+
+def _refs(schema: Any) -> Iterator[str]:
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            yield schema["$ref"].rsplit("/", 1)[-1]
+        for value in schema.values():
+            yield from _refs(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from _refs(value)
+
+
+def test_search_requests_and_responses_are_pydantic_models_in_openapi(news_url: str) -> None:
+    spec = httpx.get(f"{news_url}/openapi.json", timeout=30).json()
+    schemas, paths = spec["components"]["schemas"], spec["paths"]
+
+    def body_model(op: dict[str, Any]) -> str:
+        return op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+
+    def answer_model(op: dict[str, Any], status: str = "200") -> str:
+        return op["responses"][status]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+
+    assert body_model(paths["/search"]["post"]) == "SearchRequest"
+    assert body_model(paths["/search/batch"]["post"]) == "BatchRequest"
+    for path, method, model in [("/search", "get", "SearchResponse"), ("/search", "post", "SearchResponse"),
+                                ("/search/batch", "post", "BatchResponse")]:  # fmt: skip
+        op = paths[path][method]
+        assert answer_model(op) == model and answer_model(op, "422") == "ErrorOut", (path, method)
+    filters = {"lang", "article", "offset", "min_score", "published_after", "published_before", "metadata"}
+    assert filters <= set(schemas["SearchRequest"]["properties"])
+    query_params = {p["name"] for p in paths["/search"]["get"]["parameters"]}
+    assert (filters - {"metadata"}) | {"meta"} <= query_params
+    # Every model reachable from the search routes is a named schema, and every field of it is typed and described
+    # or typed by a named model: no free-form objects in the contract.
+    seen: set[str] = set()
+    todo = ["SearchRequest", "BatchRequest", "SearchResponse", "BatchResponse", "ErrorOut"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        schema = schemas[name]
+        assert schema["type"] == "object" and schema["properties"], name
+        for field, prop in schema["properties"].items():
+            assert "type" in prop or "$ref" in prop or "anyOf" in prop or "allOf" in prop, (name, field, prop)
+        todo.extend(_refs(schema))
+    assert {"HitOut", "ContextOut", "HighlightOut", "ErrorBody"} <= seen

@@ -174,3 +174,27 @@ def over_http(
             used += n
         out["server_rss_mb_end"] = rss_mb(pid)
     return out
+
+
+def targets(q: dict[str, Any]) -> dict[str, Any]:
+    """Issue #3's two figures: HTTP p50 at 1 client over the raw encode p50, and the q/s of the most clients over 1."""
+    levels = {level["clients"]: level for level in q["http"]["levels"]}
+    out: dict[str, Any] = {}
+    raw = q["raw_encode_one_query"].get("p50_ms")
+    if 1 in levels and raw:
+        out["http_p50_over_raw_encode"] = round(levels[1]["p50_ms"] / raw, 2)
+    if 1 in levels and len(levels) > 1:
+        most = max(levels)
+        out["speedup_clients"] = most
+        out["speedup_over_1_client"] = round(levels[most]["queries_per_s"] / levels[1]["queries_per_s"], 2)
+    return out
+
+
+def targets_markdown(t: dict[str, Any]) -> str:
+    lines = []
+    if "http_p50_over_raw_encode" in t:
+        lines.append(f"HTTP p50 at 1 client / raw encode p50: **{t['http_p50_over_raw_encode']:.2f}** (target <= 1.3)")
+    if "speedup_over_1_client" in t:
+        most = t["speedup_clients"]
+        lines.append(f"queries/s at {most} clients / at 1 client: **{t['speedup_over_1_client']:.2f}** (target >= 2)")
+    return "; ".join(lines) + "." if lines else ""

@@ -96,7 +96,10 @@ def run(
         }
         log.info("queries over HTTP")
         index_dir = svc.settings.index_dir
-        result["queries"]["http"] = over_http(index_dir, warm, rest, plan.http, free_port(), out / "server.log")
+        result["queries"]["http"] = over_http(
+            index_dir, warm, rest, plan.http, free_port(), out / "server.log",
+            lambda q: raw.encode([q], prompt=prompt, normalize_embeddings=True),
+        )  # fmt: skip
         result["queries"]["targets"] = targets(result["queries"])
     if "vectors" in parts:
         log.info("vector index")
@@ -117,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--index", type=Path, default=None, help="query an index built before (e.g. bench-results/index), no indexing"
     )
     parser.add_argument("--single", type=int, default=None, help="in-process one-by-one queries [default: by plan]")
+    parser.add_argument("--batched", type=int, default=None, help="in-process batched queries [default: by plan]")
     parser.add_argument(
         "--http", default=None, help="clients:queries per HTTP level, e.g. 1:60,4:120,16:240 [default: by plan]"
     )
@@ -126,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = replace(plan, vector_sizes=tuple(int(x) for x in args.sizes.split(",")))
     if args.single:
         plan = replace(plan, single_queries=args.single)
+    if args.batched:
+        plan = replace(plan, batched_queries=args.batched)
     if args.http:
         levels = (level.split(":") for level in args.http.split(","))
         plan = replace(plan, http={int(c): int(n) for c, n in levels})

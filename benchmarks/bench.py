@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
 import sys
 import time
@@ -31,6 +32,7 @@ from benchmarks.bench_report import render
 from benchmarks.bench_vectors import bench_vectors
 from benchmarks.machine import load_average, machine_info, rss_mb
 from search.config import Settings
+from search.embedding import limit_threads
 from search.service import SearchService
 
 log = logging.getLogger("benchmarks.bench")
@@ -69,7 +71,12 @@ def run(
     index_dir: Path | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
+    # The product's thread settings for this process too (and the server it starts): raw sentence-transformers is
+    # then timed under the same OpenMP and torch settings as the product, not under faster or slower ones.
+    settings = Settings()
+    limit_threads(settings.threads, settings.interop_threads)
     result: dict[str, Any] = {"machine": machine_info(), "plan": plan.__dict__ | {"http": plan.http}}
+    result["machine"]["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "")
     if index_dir is not None and "query" in parts:
         # Queries against an index built before (by an earlier bench run): no hour of indexing first.
         raw = raw_model(Settings())

@@ -123,7 +123,14 @@ def server(index_dir: Path, port: int, log_path: Path) -> Iterator[tuple[str, in
                 proc.wait()
 
 
-def drive(url: str, queries: Sequence[str], clients: int, paired: Any = None) -> dict[str, Any]:
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time of a process so far, from /proc (Linux): contention barely changes CPU per query,
+    while it can change wall time per query tenfold on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drive(url: str, queries: Sequence[str], clients: int, paired: Any = None, pid: int | None = None) -> dict[str, Any]:
     """`clients` threads, each with its own connection, sending GET /search until the queries run out.
 
     With `paired` (one client only), `paired(q)` runs and is timed just before each request: a baseline measured
@@ -136,6 +143,8 @@ def drive(url: str, queries: Sequence[str], clients: int, paired: Any = None) ->
     latencies: list[float] = []
     errors: list[str] = []
     baseline: list[float] = []
+    baseline_cpu: list[float] = []
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
 
     def client() -> None:
         with httpx.Client(base_url=url, timeout=120, trust_env=False) as http:
@@ -145,7 +154,9 @@ def drive(url: str, queries: Sequence[str], clients: int, paired: Any = None) ->
                 if q is None:
                     return
                 if paired is not None:
+                    cpu = time.process_time()
                     baseline.extend(timed(paired, [q]))
+                    baseline_cpu.append((time.process_time() - cpu) * 1000)
                 start = time.perf_counter()
                 r = http.get("/search", params={"q": q, "k": 10})
                 ms = (time.perf_counter() - start) * 1000
@@ -161,11 +172,15 @@ def drive(url: str, queries: Sequence[str], clients: int, paired: Any = None) ->
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    server_cpu = cpu_seconds(pid) - cpu_before if pid is not None else None
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed, first: {errors[0]}")
     out = {"clients": clients, **percentiles(latencies)}
+    if server_cpu is not None:
+        out["server_cpu_ms_per_query"] = round(server_cpu * 1000 / len(queries), 2)
     if paired is not None:
         out["paired_raw_encode"] = percentiles(baseline)
+        out["paired_raw_encode_cpu_ms_per_query"] = round(sum(baseline_cpu) / max(1, len(baseline_cpu)), 2)
         out["wall_s_without_raw"] = round(wall - sum(baseline) / 1000, 2)
         wall -= sum(baseline) / 1000
     return out | {"queries_per_s": round(len(queries) / wall, 2)}
@@ -187,7 +202,7 @@ def over_http(
         drive(url, warm, 1)
         used = 0
         for clients, n in per_level.items():
-            level = drive(url, queries[used : used + n], clients, raw_encode if clients == 1 else None)
+            level = drive(url, queries[used : used + n], clients, raw_encode if clients == 1 else None, pid)
             level["server_rss_mb"] = rss_mb(pid)
             out["levels"].append(level)
             used += n
@@ -205,6 +220,15 @@ def targets(q: dict[str, Any]) -> dict[str, Any]:
     paired = levels.get(1, {}).get("paired_raw_encode", {}).get("p50_ms")
     if paired:
         out["http_p50_over_paired_raw_encode"] = round(levels[1]["p50_ms"] / paired, 2)
+    raw_cpu = levels.get(1, {}).get("paired_raw_encode_cpu_ms_per_query")
+    if raw_cpu and "server_cpu_ms_per_query" in levels[1]:
+        out["server_cpu_over_raw_encode_cpu"] = round(levels[1]["server_cpu_ms_per_query"] / raw_cpu, 2)
+    if len(levels) > 1 and all("server_cpu_ms_per_query" in v for v in levels.values()):
+        most = max(levels)
+        # On an idle machine throughput is about cores / CPU per query: the CPU-bound speed-up, free of contention.
+        out["cpu_per_query_1_over_most_clients"] = round(
+            levels[1]["server_cpu_ms_per_query"] / levels[most]["server_cpu_ms_per_query"], 2
+        )
     if 1 in levels and len(levels) > 1:
         most = max(levels)
         out["speedup_clients"] = most
@@ -223,4 +247,11 @@ def targets_markdown(t: dict[str, Any]) -> str:
     if "speedup_over_1_client" in t:
         most = t["speedup_clients"]
         lines.append(f"queries/s at {most} clients / at 1 client: **{t['speedup_over_1_client']:.2f}** (target >= 2)")
+    if "server_cpu_over_raw_encode_cpu" in t:
+        lines.append(f"server CPU per query at 1 client / raw encode CPU: {t['server_cpu_over_raw_encode_cpu']:.2f}")
+    if "cpu_per_query_1_over_most_clients" in t:
+        lines.append(
+            f"server CPU per query at 1 client / at {t.get('speedup_clients')} clients: "
+            f"{t['cpu_per_query_1_over_most_clients']:.2f}"
+        )
     return "; ".join(lines) + "." if lines else ""

@@ -133,21 +133,24 @@ class MicroBatcher:
 
     def _call(self, batch: list[_Request]) -> None:
         texts = [t for r in batch for t in r.texts]
+        unique = list(dict.fromkeys(texts))  # the same query from several callers is encoded once
         try:
-            vectors = self._encode(texts)
-            if len(vectors) != len(texts):
-                raise RuntimeError(f"the encoder returned {len(vectors)} rows for {len(texts)} texts")
+            encoded = self._encode(unique)
+            if len(encoded) != len(unique):
+                raise RuntimeError(f"the encoder returned {len(encoded)} rows for {len(unique)} texts")
+            at = {t: i for i, t in enumerate(unique)}
+            vectors = encoded if len(unique) == len(texts) else encoded[[at[t] for t in texts]]
         except BaseException as exc:  # noqa: BLE001 - every caller must hear of it, whatever it is
             for r in batch:
                 r.future.set_exception(exc)
         else:
-            at = 0
+            start = 0
             for r in batch:
-                r.future.set_result(vectors[at : at + len(r.texts)])
-                at += len(r.texts)
+                r.future.set_result(vectors[start : start + len(r.texts)])
+                start += len(r.texts)
         finally:
             self.calls += 1
-            self.texts += len(texts)
+            self.texts += len(unique)
             self._last_end = time.monotonic()
 
     def _fail(self, batch: list[_Request]) -> None:

@@ -123,6 +123,20 @@ def test_a_batch_never_exceeds_max_batch_nor_splits_a_caller() -> None:
         np.testing.assert_array_equal(got, FakeEmbedder().encode(group, query=True))
 
 
+def test_the_same_text_from_several_callers_is_encoded_once_and_reaches_each() -> None:
+    enc = GatedEncoder()
+    batcher = MicroBatcher(enc, window=0.005, max_batch=64)
+    texts = [["first"], ["same"], ["other", "same"], ["same"]]
+    try:
+        results = busy_then_burst(batcher, enc, texts)
+    finally:
+        batcher.close()
+    assert sorted(enc.batches[1]) == ["other", "same"]
+    for group, got in zip(texts, results, strict=True):
+        assert isinstance(got, np.ndarray)
+        np.testing.assert_array_equal(got, FakeEmbedder().encode(group, query=True))
+
+
 def test_a_failed_model_call_reaches_exactly_its_callers_and_the_worker_goes_on() -> None:
     enc = GatedEncoder(fail_on="poison")
     batcher = MicroBatcher(enc, window=0.005, max_batch=64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
 import sys
 import time
@@ -19,11 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_index import bench_indexing, raw_model
-from benchmarks.bench_query import distinct_questions, in_process, over_http, raw_query_encode
+from benchmarks.bench_query import (
+    distinct_questions,
+    in_process,
+    over_http,
+    raw_query_encode,
+    targets,
+    targets_markdown,
+)
 from benchmarks.bench_report import render
 from benchmarks.bench_vectors import bench_vectors
 from benchmarks.machine import load_average, machine_info, rss_mb
 from search.config import Settings
+from search.embedding import limit_threads
+from search.service import SearchService
 
 log = logging.getLogger("benchmarks.bench")
 
@@ -53,10 +63,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(plan: Plan, out: Path, parts: Sequence[str] = PARTS, kinds: list[str] | None = None) -> dict[str, Any]:
+def run(
+    plan: Plan,
+    out: Path,
+    parts: Sequence[str] = PARTS,
+    kinds: list[str] | None = None,
+    index_dir: Path | None = None,
+) -> dict[str, Any]:
     started = time.perf_counter()
+    # The product's thread settings for this process too (and the server it starts): raw sentence-transformers is
+    # then timed under the same OpenMP and torch settings as the product, not under faster or slower ones.
+    settings = Settings()
+    limit_threads(settings.threads, settings.interop_threads)
     result: dict[str, Any] = {"machine": machine_info(), "plan": plan.__dict__ | {"http": plan.http}}
-    if "index" in parts or "query" in parts:
+    result["machine"]["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "")
+    if index_dir is not None and "query" in parts:
+        # Queries against an index built before (by an earlier bench run): no hour of indexing first.
+        raw = raw_model(Settings())
+        svc = SearchService(Settings(index_dir=index_dir))
+        svc.load()
+    elif "index" in parts or "query" in parts:
         log.info("indexing")
         raw = raw_model(Settings())
         indexing, svc = bench_indexing(out, plan.paragraphs_per_lang, raw)
@@ -77,7 +103,11 @@ def run(plan: Plan, out: Path, parts: Sequence[str] = PARTS, kinds: list[str] | 
         }
         log.info("queries over HTTP")
         index_dir = svc.settings.index_dir
-        result["queries"]["http"] = over_http(index_dir, warm, rest, plan.http, free_port(), out / "server.log")
+        result["queries"]["http"] = over_http(
+            index_dir, warm, rest, plan.http, free_port(), out / "server.log",
+            lambda q: raw.encode([q], prompt=prompt, normalize_embeddings=True),
+        )  # fmt: skip
+        result["queries"]["targets"] = targets(result["queries"])
     if "vectors" in parts:
         log.info("vector index")
         result["vectors"] = bench_vectors(list(plan.vector_sizes), plan.vector_queries, plan.vector_single, kinds)
@@ -93,17 +123,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parts", default=",".join(PARTS), help="what to run [default: %(default)s]")
     parser.add_argument("--kinds", default=None, help="vector index kinds [default: all in search.vectorindex.KINDS]")
     parser.add_argument("--sizes", default=None, help="vector counts, e.g. 100000,1000000 [default: by plan]")
+    parser.add_argument(
+        "--index", type=Path, default=None, help="query an index built before (e.g. bench-results/index), no indexing"
+    )
+    parser.add_argument("--single", type=int, default=None, help="in-process one-by-one queries [default: by plan]")
+    parser.add_argument("--batched", type=int, default=None, help="in-process batched queries [default: by plan]")
+    parser.add_argument(
+        "--http", default=None, help="clients:queries per HTTP level, e.g. 1:60,4:120,16:240 [default: by plan]"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.sizes:
         plan = replace(plan, vector_sizes=tuple(int(x) for x in args.sizes.split(",")))
+    if args.single:
+        plan = replace(plan, single_queries=args.single)
+    if args.batched:
+        plan = replace(plan, batched_queries=args.batched)
+    if args.http:
+        levels = (level.split(":") for level in args.http.split(","))
+        plan = replace(plan, http={int(c): int(n) for c, n in levels})
     kinds = args.kinds.split(",") if args.kinds else None
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = run(plan, args.out, args.parts.split(","), kinds)
+    result = run(plan, args.out, args.parts.split(","), kinds, args.index)
     (args.out / "bench.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     markdown = render(result)
+    if result.get("queries", {}).get("targets"):
+        markdown += "\n" + targets_markdown(result["queries"]["targets"]) + "\n"
     (args.out / "bench.md").write_text(markdown, encoding="utf-8")
     print(markdown)
     return 0

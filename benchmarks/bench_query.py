@@ -123,14 +123,28 @@ def server(index_dir: Path, port: int, log_path: Path) -> Iterator[tuple[str, in
                 proc.wait()
 
 
-def drive(url: str, queries: Sequence[str], clients: int) -> dict[str, Any]:
-    """`clients` threads, each with its own connection, sending GET /search until the queries run out."""
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time of a process so far, from /proc (Linux): contention barely changes CPU per query,
+    while it can change wall time per query tenfold on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drive(url: str, queries: Sequence[str], clients: int, paired: Any = None, pid: int | None = None) -> dict[str, Any]:
+    """`clients` threads, each with its own connection, sending GET /search until the queries run out.
+
+    With `paired` (one client only), `paired(q)` runs and is timed just before each request: a baseline measured
+    under the same load as the request, which on a shared machine can change by 10x within a minute.
+    """
     import httpx
 
     pending = iter(queries)
     lock = threading.Lock()
     latencies: list[float] = []
     errors: list[str] = []
+    baseline: list[float] = []
+    baseline_cpu: list[float] = []
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
 
     def client() -> None:
         with httpx.Client(base_url=url, timeout=120, trust_env=False) as http:
@@ -139,6 +153,10 @@ def drive(url: str, queries: Sequence[str], clients: int) -> dict[str, Any]:
                     q = next(pending, None)
                 if q is None:
                     return
+                if paired is not None:
+                    cpu = time.process_time()
+                    baseline.extend(timed(paired, [q]))
+                    baseline_cpu.append((time.process_time() - cpu) * 1000)
                 start = time.perf_counter()
                 r = http.get("/search", params={"q": q, "k": 10})
                 ms = (time.perf_counter() - start) * 1000
@@ -154,23 +172,86 @@ def drive(url: str, queries: Sequence[str], clients: int) -> dict[str, Any]:
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    server_cpu = cpu_seconds(pid) - cpu_before if pid is not None else None
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed, first: {errors[0]}")
-    return {"clients": clients, **percentiles(latencies), "queries_per_s": round(len(queries) / wall, 2)}
+    out = {"clients": clients, **percentiles(latencies)}
+    if server_cpu is not None:
+        out["server_cpu_ms_per_query"] = round(server_cpu * 1000 / len(queries), 2)
+    if paired is not None:
+        out["paired_raw_encode"] = percentiles(baseline)
+        out["paired_raw_encode_cpu_ms_per_query"] = round(sum(baseline_cpu) / max(1, len(baseline_cpu)), 2)
+        out["wall_s_without_raw"] = round(wall - sum(baseline) / 1000, 2)
+        wall -= sum(baseline) / 1000
+    return out | {"queries_per_s": round(len(queries) / wall, 2)}
 
 
 def over_http(
-    index_dir: Path, warm: Sequence[str], queries: Sequence[str], per_level: dict[int, int], port: int, log: Path
+    index_dir: Path,
+    warm: Sequence[str],
+    queries: Sequence[str],
+    per_level: dict[int, int],
+    port: int,
+    log: Path,
+    raw_encode: Any = None,
 ) -> dict[str, Any]:
+    """Each level of concurrency in turn against one server; at 1 client, `raw_encode(q)` alternates with requests."""
     out: dict[str, Any] = {"levels": []}
     with server(index_dir, port, log) as (url, pid):
         out["server_rss_mb_idle"] = rss_mb(pid)
         drive(url, warm, 1)
         used = 0
         for clients, n in per_level.items():
-            level = drive(url, queries[used : used + n], clients)
+            level = drive(url, queries[used : used + n], clients, raw_encode if clients == 1 else None, pid)
             level["server_rss_mb"] = rss_mb(pid)
             out["levels"].append(level)
             used += n
         out["server_rss_mb_end"] = rss_mb(pid)
     return out
+
+
+def targets(q: dict[str, Any]) -> dict[str, Any]:
+    """Issue #3's two figures: HTTP p50 at 1 client over the raw encode p50, and the q/s of the most clients over 1."""
+    levels = {level["clients"]: level for level in q["http"]["levels"]}
+    out: dict[str, Any] = {}
+    raw = q["raw_encode_one_query"].get("p50_ms")
+    if 1 in levels and raw:
+        out["http_p50_over_raw_encode"] = round(levels[1]["p50_ms"] / raw, 2)
+    paired = levels.get(1, {}).get("paired_raw_encode", {}).get("p50_ms")
+    if paired:
+        out["http_p50_over_paired_raw_encode"] = round(levels[1]["p50_ms"] / paired, 2)
+    raw_cpu = levels.get(1, {}).get("paired_raw_encode_cpu_ms_per_query")
+    if raw_cpu and "server_cpu_ms_per_query" in levels[1]:
+        out["server_cpu_over_raw_encode_cpu"] = round(levels[1]["server_cpu_ms_per_query"] / raw_cpu, 2)
+    if len(levels) > 1 and all("server_cpu_ms_per_query" in v for v in levels.values()):
+        most = max(levels)
+        # On an idle machine throughput is about cores / CPU per query: the CPU-bound speed-up, free of contention.
+        out["cpu_per_query_1_over_most_clients"] = round(
+            levels[1]["server_cpu_ms_per_query"] / levels[most]["server_cpu_ms_per_query"], 2
+        )
+    if 1 in levels and len(levels) > 1:
+        most = max(levels)
+        out["speedup_clients"] = most
+        out["speedup_over_1_client"] = round(levels[most]["queries_per_s"] / levels[1]["queries_per_s"], 2)
+    return out
+
+
+def targets_markdown(t: dict[str, Any]) -> str:
+    lines = []
+    if "http_p50_over_raw_encode" in t:
+        lines.append(f"HTTP p50 at 1 client / raw encode p50: **{t['http_p50_over_raw_encode']:.2f}** (target <= 1.3)")
+    if "http_p50_over_paired_raw_encode" in t:
+        lines.append(
+            f"the same over a raw encode timed just before each request: **{t['http_p50_over_paired_raw_encode']:.2f}**"
+        )
+    if "speedup_over_1_client" in t:
+        most = t["speedup_clients"]
+        lines.append(f"queries/s at {most} clients / at 1 client: **{t['speedup_over_1_client']:.2f}** (target >= 2)")
+    if "server_cpu_over_raw_encode_cpu" in t:
+        lines.append(f"server CPU per query at 1 client / raw encode CPU: {t['server_cpu_over_raw_encode_cpu']:.2f}")
+    if "cpu_per_query_1_over_most_clients" in t:
+        lines.append(
+            f"server CPU per query at 1 client / at {t.get('speedup_clients')} clients: "
+            f"{t['cpu_per_query_1_over_most_clients']:.2f}"
+        )
+    return "; ".join(lines) + "." if lines else ""

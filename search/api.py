@@ -189,7 +189,8 @@ class ErrorOut(BaseModel):
     error: ErrorBody
 
 
-def get_service(request: Request) -> SearchService:
+async def get_service(request: Request) -> SearchService:
+    # async: a sync dependency costs every request one more hop through the thread pool, for a dict lookup.
     service: SearchService = request.app.state.service
     return service
 
@@ -197,7 +198,7 @@ def get_service(request: Request) -> SearchService:
 ServiceDep = Annotated[SearchService, Depends(get_service)]
 
 
-def writes_enabled(svc: ServiceDep) -> SearchService:
+async def writes_enabled(svc: ServiceDep) -> SearchService:
     if not svc.settings.writes:
         raise Forbidden("writes are off: start the server with `search serve --writes` (SEARCH_WRITES=true)")
     return svc
@@ -271,6 +272,7 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
         finally:
             if watcher is not None:
                 watcher.cancel()
+            svc.close()  # the micro-batching worker: queued encodes fail at once instead of hanging
 
     app = FastAPI(
         title="search",

@@ -58,6 +58,20 @@ class Settings(BaseSettings):
     )
     batch_size: int = 32
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    interop_threads: int = Field(
+        1, description="torch inter-op threads; inference runs one op at a time, so more only wait for cores"
+    )
+    query_batch_ms: float = Field(
+        5.0,
+        description="concurrent searches' queries are encoded together in one model call, each waiting at most "
+        "this long for others to join; 0: each search encodes alone (the model runs one call at a time either way)",
+    )
+    query_batch_max: int = Field(32, description="most texts in one micro-batched model call")
+    query_batch_wait_idle: bool = Field(
+        False,
+        description="wait query_batch_ms for company even when the model is idle (by default a lone query "
+        "starts at once and queries batch while a model call runs)",
+    )
     writes: bool = Field(False, description="allow PUT/DELETE /articles and POST /admin/reload")
     watch_seconds: float = Field(2.0, description="how often the server checks for a newly published index; 0: never")
     host: str = "127.0.0.1"

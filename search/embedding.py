@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,14 +54,39 @@ def _folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def limit_threads(threads: int, interop_threads: int = 1) -> None:
+    """Torch's thread pools for this process: `threads` per op, `interop_threads` for running ops side by side.
+
+    OpenMP's default lets a thread that finished its share of an op spin for the others; when the cores are
+    shared (the server's own request threads, or other processes) the thread it waits for is often descheduled,
+    and one query took 2.4 s instead of 80 ms with 2 threads on a loaded 2-core machine (`benchmarks.bench`).
+    Sleeping instead of spinning (OMP_WAIT_POLICY=PASSIVE) is only read when OpenMP loads, i.e. before the first
+    `import torch` (or faiss) of the process; an OMP_WAIT_POLICY already in the environment is kept.
+
+    Eager inference runs one op after another, so the inter-op pool (one thread per core by default) only adds
+    threads that compete for the cores. Torch fixes it at the first parallel work; after that it stays as it is.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    if torch.get_num_interop_threads() != interop_threads:
+        try:
+            torch.set_num_interop_threads(max(1, interop_threads))
+        except RuntimeError:  # already started: keep what it has
+            log.debug("torch inter-op threads already fixed at %d", torch.get_num_interop_threads())
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model on the CPU, with its own query and passage prompts."""
 
-    def __init__(self, model: str, cache_dir: Path, threads: int = 2, batch_size: int = 32) -> None:
-        import torch
+    def __init__(
+        self, model: str, cache_dir: Path, threads: int = 2, batch_size: int = 32, interop_threads: int = 1
+    ) -> None:
+        limit_threads(threads, interop_threads)  # first: it must run before torch is imported
         from sentence_transformers import SentenceTransformer
 
-        torch.set_num_threads(threads)
         where = resolve_model(model, cache_dir)
         try:
             self._model: Any = SentenceTransformer(str(where), device="cpu")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from search.batching import MicroBatcher
 from search.config import Settings
 from search.embedding import Embedder, SentenceTransformerEmbedder
 from search.errors import BadInput, IndexMismatch, NotFound
@@ -90,13 +91,19 @@ class SearchService:
         # One writer at a time; readers never wait for it: a write publishes a new build and swaps the store.
         self._write_lock = threading.Lock()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        # Query-side model calls: micro-batched on one worker, or (query_batch_ms=0) one at a time under a lock.
+        # Either way two calls never share the cores: torch already uses them all for one call.
+        self._batcher: MicroBatcher | None = None
+        self._model_lock = threading.Lock()
 
     @property
     def embedder(self) -> Embedder:
         with self._lock:
             if self._embedder is None:
                 s = self.settings
-                self._embedder = SentenceTransformerEmbedder(s.model, s.cache_dir, s.threads, s.batch_size)
+                self._embedder = SentenceTransformerEmbedder(
+                    s.model, s.cache_dir, s.threads, s.batch_size, interop_threads=s.interop_threads
+                )
             return self._embedder
 
     @property
@@ -261,22 +268,48 @@ class SearchService:
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in cache))
         if missing:
-            fresh = self._encode_keys(missing)
+            fresh = self._encode(missing)
             with self._lock:
                 for t, v in zip(missing, fresh, strict=True):
                     cache[t] = v
                 while len(cache) > size:
                     cache.popitem(last=False)
         with self._lock:
-            out = []
-            for t in texts:
-                vec = cache.get(t)
-                if vec is None:  # evicted by a concurrent caller between the two steps
-                    vec = self._encode_keys([t])[0]
-                else:
+            found = [cache.get(t) for t in texts]
+            for t, vec in zip(texts, found, strict=True):
+                if vec is not None:
                     cache.move_to_end(t)
-                out.append(vec)
-        return np.stack(out)
+        # Evicted by concurrent callers between the two steps: encoded again, outside the lock (the batching
+        # worker takes it to reach the embedder).
+        evicted = list(dict.fromkeys(t for t, vec in zip(texts, found, strict=True) if vec is None))
+        again = dict(zip(evicted, self._encode(evicted), strict=True)) if evicted else {}
+        return np.stack([vec if vec is not None else again[t] for t, vec in zip(texts, found, strict=True)])
+
+    def _encode(self, keys: Sequence[str]) -> np.ndarray:
+        """Encode cache keys, together with concurrent searches' keys when micro-batching is on."""
+        batcher = self._query_batcher()
+        if batcher is not None:
+            return batcher.encode(keys)
+        with self._model_lock:
+            return self._encode_keys(keys)
+
+    def _query_batcher(self) -> MicroBatcher | None:
+        s = self.settings
+        if s.query_batch_ms <= 0:
+            return None
+        with self._lock:
+            if self._batcher is None:
+                self._batcher = MicroBatcher(
+                    self._encode_keys, s.query_batch_ms / 1000, s.query_batch_max, s.query_batch_wait_idle
+                )
+            return self._batcher
+
+    def close(self) -> None:
+        """Stop the micro-batching worker (queued encodes fail with ModelUnavailable); a later search starts anew."""
+        with self._lock:
+            batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            batcher.close()
 
     def _encode_keys(self, keys: Sequence[str]) -> np.ndarray:
         """Encode cache keys: plain texts are queries; keys with the passage marker are passage-side texts."""

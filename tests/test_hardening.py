@@ -138,12 +138,11 @@ def live_server() -> Iterator[tuple[str, FastAPI]]:
 
 def test_timeout_answers_504_on_time_and_the_thread_finishes_in_the_background(live_server) -> None:  # type: ignore[no-untyped-def]
     url, app = live_server
-    start = time.monotonic()
-    r = httpx.get(f"{url}/slow-sync", params={"seconds": 2.5}, timeout=10)
-    took = time.monotonic() - start
-    assert r.status_code == 504 and error_of(r) == "timeout" and took < 2.0
+    # The work takes 8 s against a 0.5 s timeout: the 504 comes while it still runs, however loaded the machine.
+    r = httpx.get(f"{url}/slow-sync", params={"seconds": 8}, timeout=30)
+    assert r.status_code == 504 and error_of(r) == "timeout"
     assert app.state.guard.in_flight == 1  # the work still runs and still holds its slot
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while app.state.guard.in_flight and time.monotonic() < deadline:
         time.sleep(0.05)
     assert app.state.guard.in_flight == 0

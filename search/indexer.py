@@ -23,7 +23,7 @@ from search.embedding import Embedder
 from search.errors import BadInput
 from search.language import UNDETERMINED, LanguageDetector
 from search.records import Article, Passage
-from search.store import current_build, discard, new_build_id, publish, write_build
+from search.store import VectorIndexOptions, current_build, discard, new_build_id, publish, write_build
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def build_index(
     embedding_cache: Path | None = None,
     strict: bool = False,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    vector_index: VectorIndexOptions | None = None,
 ) -> BuildSummary:
     """Index the articles under `paths` into a new build and publish it; the old one stays until then."""
     summary = BuildSummary(index_dir=str(index_dir))
@@ -139,7 +140,7 @@ def build_index(
     return build_from_articles(
         report.articles, index_dir, embedder, detector, summary, start,
         centering=centering, centering_min_passages=centering_min_passages, progress=progress,
-        embedding_cache=embedding_cache,
+        embedding_cache=embedding_cache, vector_index=vector_index,
     )  # fmt: skip
 
 
@@ -155,6 +156,7 @@ def build_from_articles(
     centering_min_passages: int = 5,
     progress: bool = False,
     embedding_cache: Path | None = None,
+    vector_index: VectorIndexOptions | None = None,
 ) -> BuildSummary:
     """Chunk, identify, embed (through the cache), center, write and publish `articles` as a new build."""
     summary = summary or BuildSummary(index_dir=str(index_dir))
@@ -195,7 +197,7 @@ def build_from_articles(
     }
     previous = current_build(index_dir)
     with _stage(summary, "write"):
-        folder = write_build(index_dir, summary.build_id, articles, passages, raw, means, manifest)
+        folder = write_build(index_dir, summary.build_id, articles, passages, raw, means, manifest, vector_index)
     try:
         summary.removed = _count_removed(previous, {p.passage_id for p in passages})
         publish(index_dir, folder)

@@ -20,7 +20,7 @@ from search.indexer import BuildSummary, build_from_articles, build_index
 from search.language import LanguageDetector
 from search.records import Article, Hit, Passage
 from search.retrieval import Retriever
-from search.store import ArticleInfo, Filters, Store, current_build, read_manifest
+from search.store import ArticleInfo, Filters, Store, VectorIndexOptions, current_build, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class SearchService:
             summary = build_from_articles(
                 articles, s.index_dir, self.embedder, self.detector,
                 centering=s.centering, centering_min_passages=s.centering_min_passages,
-                embedding_cache=s.embedding_cache,
+                embedding_cache=s.embedding_cache, vector_index=self._vector_index_options(),
             )  # fmt: skip
             self.reload()
             return summary
@@ -197,7 +197,12 @@ class SearchService:
             embedding_cache=s.embedding_cache,
             strict=strict,
             max_file_bytes=s.max_file_bytes,
+            vector_index=self._vector_index_options(),
         )
+
+    def _vector_index_options(self) -> VectorIndexOptions:
+        s = self.settings
+        return VectorIndexOptions(s.flat_max, s.memory_budget_mb, s.target_recall)
 
     def validate(self, q: SearchQuery) -> None:
         if not q.query.strip():
@@ -344,4 +349,6 @@ class SearchService:
             "build_id": store.build_id,
             "built_at": m.get("built_at"),
             "centering": m.get("centering"),
+            # kind, build and tuned search parameters, measured recall@10 and size: what a search costs and misses
+            "vector_index": store.vector_index,
         }

@@ -36,6 +36,9 @@ KINDS = ("flat", "hnsw_sq8", "ivf_pq_sq8")
 # 2.5 ms at 20k, 8.6 ms at 50k, 19.5 ms at 100k, 37 ms at 200k (~0.19 us per vector: it is memory bound), while
 # hnsw_sq8 answers in 0.7 ms at 100k with recall@10 0.96. Flat stays exact while a query costs <= ~3 ms.
 FLAT_MAX = 20_000
+# Below this an approximate index could not hold out enough rows (n // 10) to tune on, and an exact search over so
+# few vectors takes microseconds: such indexes are flat whatever the settings.
+APPROX_MIN = 100
 # A filter allowing m of n ids is answered exactly (scoring the m SQ8 codes gathered into a small index: ~0.4 us
 # each, one thread) when m <= EXACT_SUBSET_FACTOR * sqrt(n), else by a graph / list search scaled by n / m
 # (~ t * n / m for an unfiltered query time t). The costs meet at m = sqrt(n * t / 0.4 us): ~10k at 100k
@@ -135,6 +138,8 @@ def default_plan(kind: str, n: int, dim: int) -> IndexPlan:
 def plan_index(n: int, dim: int, memory_budget_bytes: int | None = None, flat_max: int = FLAT_MAX) -> IndexPlan:
     """Flat up to `flat_max` vectors, else the approximate kind measured fastest at this size; the first of
     those that fits the memory budget."""
+    if n < APPROX_MIN:
+        return default_plan("flat", n, dim)
     approximate = ["hnsw_sq8", "ivf_pq_sq8"] if n < IVF_MIN else ["ivf_pq_sq8", "hnsw_sq8"]
     kinds = (["flat"] if n <= flat_max else []) + approximate
     candidates = [default_plan(kind, n, dim) for kind in kinds]

@@ -108,6 +108,15 @@ def test_a_small_index_stays_exact(flat: SearchService) -> None:
     assert flat.store.manifest["index"]["type"] == "IndexIDMap2(IndexFlatIP)"
 
 
+def test_too_few_passages_to_tune_on_stay_exact_whatever_flat_max(tmp_path: Path, detector: LanguageDetector) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Cats sleep in the sun.\n\nDogs bark at strangers.\n", encoding="utf-8")
+    svc = built(tmp_path, corpus, detector, flat_max=0)
+    assert svc.store.size == 2 < vi.APPROX_MIN and svc.health()["vector_index"]["kind"] == "flat"
+    assert svc.search(SearchQuery("Dogs bark at strangers.", k=1, mode="dense")).hits[0].passage.text.startswith("Dogs")
+
+
 def test_above_flat_max_the_approximate_index_is_tuned_and_recorded(approx: SearchService) -> None:
     store = approx.store
     entry = store.manifest["vector_index"]

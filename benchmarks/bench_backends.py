@@ -120,7 +120,7 @@ def render(results: dict[str, Any]) -> str:
     for name, r in rows.items():
         q, cq, cp = r["query_ms"], r["cosine_to_torch_queries"], r["cosine_to_torch_passages"]
         lines.append(
-            f"| {name} | {q['p50']} | {q['p95']} | {base['query_ms']['p50'] / q['p50']:.2f}x "
+            f"| {name} | {q['p50_ms']} | {q['p95_ms']} | {base['query_ms']['p50_ms'] / q['p50_ms']:.2f}x "
             f"| {r['passages_per_second']} | {r['passages_per_second'] / base['passages_per_second']:.2f}x "
             f"| {cq['min']:.4f} / {cq['mean']:.4f} | {cp['min']:.4f} / {cp['mean']:.4f} | {r['load_seconds']} |"
         )

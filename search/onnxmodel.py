@@ -187,6 +187,9 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # No busy-waiting between runs: on a shared machine a spinning pool takes the cores from everything else
+        # (torch, faiss, other processes) for nothing.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(folder))
         prompts = _read_json(folder / "config_sentence_transformers.json").get("prompts") or {}

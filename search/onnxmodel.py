@@ -177,8 +177,8 @@ class OnnxEmbedder:
             import onnxruntime as ort
         except ImportError as exc:
             raise ModelUnavailable(
-                "SEARCH_BACKEND=onnx and onnx-int8 need ONNX Runtime: pip install 'search[onnx]' "
-                "(onnxruntime and onnx), or set SEARCH_BACKEND=torch"
+                "SEARCH_BACKEND=onnx and onnx-int8 need ONNX Runtime: pip install onnxruntime onnx"
+                ", or set SEARCH_BACKEND=torch"
             ) from exc
         from transformers import AutoTokenizer
 

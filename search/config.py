@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +15,12 @@ from search.modelbuild import DEFAULT_MODEL
 # Languages the detector chooses among by default: the model's strongest ones. A smaller set is both faster
 # and more accurate on short queries (with all 75 of lingua's languages "Who is Ushakov?" comes out Bosnian).
 DEFAULT_LANGUAGES = "en zh ru de es fr it pt ar ja ko hi tr vi th el ro uk pl nl sv id fa he".split()
+
+
+# How the model runs: torch (the restored sentence-transformers model), or the same weights exported to ONNX and run
+# by ONNX Runtime, in fp32 or with int8 weights (quantized dynamically). Vectors differ slightly between them, so each
+# has its own fingerprint: an index built with one is refused by the others.
+Backend = Literal["torch", "onnx", "onnx-int8"]
 
 
 def _default_cache() -> Path:
@@ -27,6 +34,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="ignore")
 
     model: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or path")
+    backend: Backend = Field(
+        "torch", description="model runtime: torch, onnx or onnx-int8 (these two need onnxruntime and onnx)"
+    )
     index_dir: Path = Field(Path("index"), description="folder of the published index")
     cache_dir: Path = Field(default_factory=_default_cache, description="restored models and embedding cache")
     languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES))

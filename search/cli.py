@@ -164,14 +164,15 @@ def make_bank(
     ] = None,
 ) -> None:
     """Compute the model's per-language mean bank, used to center languages an index lacks."""
-    from search.embedding import SentenceTransformerEmbedder
+    from search.embedding import make_embedder
     from search.meanbank import cache_path, compute_bank, read_texts
 
     settings = _settings(model=model)
     if not texts.is_file():
         raise typer.BadParameter(f"{texts}: no such file")
     by_lang = read_texts(texts)
-    embedder = SentenceTransformerEmbedder(settings.model, settings.cache_dir, settings.threads, settings.batch_size)
+    s = settings
+    embedder = make_embedder(s.model, s.cache_dir, s.backend, s.threads, s.batch_size)
     bank = compute_bank(embedder, by_lang, source=texts.name)
     target = out or cache_path(settings.cache_dir, embedder.fingerprint)
     bank.save(target)

@@ -78,9 +78,13 @@ def find_bank(setting: str, fingerprint: str, cache_dir: Path) -> MeanBank:
         if not path.is_file():
             raise BadInput(f"mean_bank: {setting!r} is not a file; give a .npz from `search bank`, 'auto' or 'off'")
         return MeanBank.load(path)
-    for path in (cache_path(cache_dir, fingerprint), shipped_path(fingerprint)):
-        if path.is_file():
-            return MeanBank.load(path)
+    # "<fp>+onnx-v1": the same weights run by another backend; their vectors agree to a cosine of 0.99+, which is
+    # far closer than a language mean needs.
+    base = fingerprint.split("+", 1)[0]
+    for fp in dict.fromkeys((fingerprint, base)):
+        for path in (cache_path(cache_dir, fp), shipped_path(fp)):
+            if path.is_file():
+                return MeanBank.load(path)
     return MeanBank()
 
 

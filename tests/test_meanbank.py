@@ -104,6 +104,7 @@ def test_bank_files_settings_and_bad_input(tmp_path: Path, topics: np.ndarray) -
     found = find_bank("auto", "fp-1", cache)
     assert found.counts == {"en": 40, "zh": 40} and found.source == "t"
     np.testing.assert_allclose(found.means["zh"], bank.means["zh"])
+    assert find_bank("auto", "fp-1+onnx-v1", cache).source == "t"  # another backend of the same weights
     assert not find_bank("auto", "no-such-model", cache)
     assert not find_bank("off", "fp-1", cache)
     with pytest.raises(BadInput, match="mean_bank: 'nope.npz' is not a file"):

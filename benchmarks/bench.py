@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import os
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from benchmarks.machine import load_average, machine_info, rss_mb
 from search.config import Settings
 from search.embedding import limit_threads
 from search.service import SearchService
+from tools._server import free_port
 
 log = logging.getLogger("benchmarks.bench")
 
@@ -55,12 +55,6 @@ WARM_UP = 12
 FULL = Plan(None, 200, 256, {1: 100, 4: 200, 16: 400}, (100_000, 1_000_000), 1000, 200)
 QUICK = Plan(1, 8, 16, {1: 4, 4: 8, 16: 16}, (1_000, 5_000), 100, 20)
 PARTS = ("index", "query", "vectors")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(

@@ -8,12 +8,9 @@ fresh process are slower.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
@@ -23,8 +20,8 @@ import numpy as np
 from benchmarks.machine import rss_mb
 from benchmarks.xquad import ALL_LANGS, load
 from search.service import SearchQuery, SearchService
+from tools._server import running_server
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def distinct_questions() -> list[str]:
@@ -78,49 +75,6 @@ def raw_query_encode(model: Any, warm: Sequence[str], queries: Sequence[str], pr
     for q in warm:
         model.encode([q], prompt=prompt)
     return percentiles(timed(lambda q: model.encode([q], prompt=prompt, normalize_embeddings=True), queries))
-
-
-def _die_with_parent() -> None:
-    """Linux: the server gets SIGTERM if the benchmark dies without cleaning up (SIGKILL), so none is orphaned."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-@contextmanager
-def server(index_dir: Path, port: int, log_path: Path) -> Iterator[tuple[str, int]]:
-    """`python -m search serve` in its own process on a loopback port; yields (base url, pid) once /health answers."""
-    import httpx
-
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "search", "serve", "--index", str(index_dir), "--port", str(port)]
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ), preexec_fn=_die_with_parent
-        )
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the server exited with {proc.returncode}; see {log_path}")
-                try:
-                    if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not answer /health within 300 s; see {log_path}")
-                time.sleep(0.5)
-            yield url, proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def cpu_seconds(pid: int | str = "self") -> float:
@@ -197,7 +151,8 @@ def over_http(
 ) -> dict[str, Any]:
     """Each level of concurrency in turn against one server; at 1 client, `raw_encode(q)` alternates with requests."""
     out: dict[str, Any] = {"levels": []}
-    with server(index_dir, port, log) as (url, pid):
+    with running_server(index_dir, port=port, log_path=log) as served:
+        url, pid = served.url, served.pid
         out["server_rss_mb_idle"] = rss_mb(pid)
         drive(url, warm, 1)
         used = 0

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tools._server import free_port, running_server
+
+__all__ = ["free_port", "serving"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "seeds"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -46,42 +38,10 @@ def service(settings):  # type: ignore[no-untyped-def]
 @contextmanager
 def serving(index_dir: Path, cache_dir: Path, log_dir: Path) -> Iterator[str]:
     """A real `search serve` process (uvicorn) on `index_dir`, on a free loopback port; stopped on exit."""
-    port = free_port()
-    # A file, not a pipe: nobody reads the server's output while tests run, and a full pipe would block it.
-    log_path = log_dir / "server.log"
-    log = log_path.open("w")
-    env = {**os.environ, "SEARCH_INDEX_DIR": str(index_dir), "SEARCH_CACHE_DIR": str(cache_dir)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "search", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log.close()
-            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        log.close()
-        raise RuntimeError(f"server did not become healthy within 180 s:\n{log_path.read_text()}")
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with running_server(
+        index_dir, {"SEARCH_CACHE_DIR": str(cache_dir)}, wait=180, log_path=log_dir / "server.log"
+    ) as served:
+        yield served.url
 
 
 @pytest.fixture(scope="session")

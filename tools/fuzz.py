@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exclude-path-regex", action="append", default=[], help="operations to leave out")
     args = parser.parse_args(argv)
     with ExitStack() as stack:
-        url = stack.enter_context(running_server(args.serve)) if args.serve else args.url.rstrip("/")
+        url = stack.enter_context(running_server(args.serve)).url if args.serve else args.url.rstrip("/")
         host = urlsplit(url).hostname or ""
         if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
             print(f"error: {url} is not a loopback address; fuzz only local servers", file=sys.stderr)

@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with ExitStack() as stack:
         if args.serve:
-            args.url = stack.enter_context(running_server(args.serve))
+            args.url = stack.enter_context(running_server(args.serve)).url
         host = urlsplit(args.url).hostname or ""
         if host not in LOOPBACK and not host.startswith("127."):
             print(f"error: {args.url} is not a loopback address; this tool only loads local servers", file=sys.stderr)

@@ -23,7 +23,6 @@ from search.service import SearchQuery, SearchService
 from tools._server import running_server
 
 
-
 def distinct_questions() -> list[str]:
     """XQuAD questions of all languages, interleaved (en, then zh, ...), each text once."""
     per_lang = [[q.text for q in qs] for qs in load(ALL_LANGS).questions.values()]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,7 +11,6 @@ import numpy as np
 from search.centering import normalize_rows
 from search.chunking import split_sentences
 from search.config import Settings
-from search.errors import BadInput
 from search.language import LanguageGuess
 from search.ranking import Candidate, fuse_in_language, group_by_article, order, single
 from search.records import Highlight, Hit, Passage
@@ -61,19 +59,6 @@ def lexical_languages(query: str, guess: LanguageGuess, indexed: Sequence[str]) 
     return [lang for lang in indexed if lang in same or lang == guess.lang]
 
 
-def check_dates(q: SearchQuery) -> None:
-    """Date bounds must be ISO dates: they are compared as text with `published`, so "May 2025" would filter
-    silently wrong instead of failing."""
-    for name in ("published_after", "published_before"):
-        value = getattr(q, name)
-        if not value:
-            continue
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            raise BadInput(f"{name}: {value!r} is not an ISO date; give YYYY-MM-DD, e.g. 2025-03-01") from None
-
-
 class Retriever:
     """Ranks passages of one store for a query; stateless apart from what it is given."""
 
@@ -108,7 +93,6 @@ class Retriever:
     def run(self, q: SearchQuery, mode: str, guess: LanguageGuess, vector: np.ndarray | None) -> list[Hit]:
         store = self.store
         xq = store.centering.query(vector, guess.confidences) if vector is not None else None
-        check_dates(q)
         rows = store.rows_matching(q.filters())
         cands = self.candidates(q, mode, guess, xq, rows)
         if q.min_score is not None:

@@ -8,6 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,13 @@ class SearchService:
             raise BadInput(f"context: {q.context} is outside 0..10")
         if q.group_by not in (None, "article"):
             raise BadInput(f"group_by: {q.group_by!r}; the only grouping is 'article'")
+        # Date bounds are compared as text with `published`, so "May 2025" would filter silently wrong.
+        for name, value in (("published_after", q.published_after), ("published_before", q.published_before)):
+            if value:
+                try:
+                    datetime.fromisoformat(value)
+                except ValueError:
+                    raise BadInput(f"{name}: {value!r} is not an ISO date; give YYYY-MM-DD, e.g. 2025-03-01") from None
 
     def search(self, q: SearchQuery) -> SearchResult:
         return self.search_many([q])[0]

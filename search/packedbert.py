@@ -1,0 +1,157 @@
+"""`PackedBert`: a BERT encoder's forward pass over packed token sequences, for mean-pooled sentence vectors.
+
+sentence-transformers pads every batch to its longest text and runs the Hugging Face module tree, whose Python
+overhead (mask building, module calls, output objects) is a third of the time of a short query on two cores. Here
+the texts of a call are concatenated into one row of tokens: the dense layers (nearly all the arithmetic) run once
+over the real tokens only, attention runs per text, and no padding token is ever computed. The weights are the
+model's own tensors, not copies, and the result equals sentence-transformers' to float rounding (cosine >= 0.9999
+is checked on probe texts when the embedder loads; any other architecture, or a mismatch, keeps the
+sentence-transformers path).
+
+Supported: `BertModel` with absolute position embeddings, GELU, post-layer-norm; mean pooling over every token
+(prompt and special tokens included, as sentence-transformers does with `include_prompt=True`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+# Up to this many tokens in a call, attention runs once with a block-diagonal mask (tokens^2 work, wasted
+# outside the blocks); above it, once per text.
+BLOCK_MASK_TOKENS = 512
+
+
+@dataclass(frozen=True)
+class _Layer:
+    qkv_weight: torch.Tensor  # query, key and value stacked: one matrix product instead of three
+    qkv_bias: torch.Tensor
+    out_weight: torch.Tensor
+    out_bias: torch.Tensor
+    norm1_weight: torch.Tensor
+    norm1_bias: torch.Tensor
+    up_weight: torch.Tensor
+    up_bias: torch.Tensor
+    down_weight: torch.Tensor
+    down_bias: torch.Tensor
+    norm2_weight: torch.Tensor
+    norm2_bias: torch.Tensor
+
+
+class PackedBert:
+    """Mean-pooled last hidden states of a `BertModel`, computed over packed token sequences."""
+
+    def __init__(self, bert: Any) -> None:
+        import torch
+
+        cfg = bert.config
+        self.heads = int(cfg.num_attention_heads)
+        self.hidden = int(cfg.hidden_size)
+        self.eps = float(cfg.layer_norm_eps)
+        self.max_positions = int(cfg.max_position_embeddings)
+        emb = bert.embeddings
+        self._word = emb.word_embeddings.weight
+        self._position = emb.position_embeddings.weight
+        self._token_type = emb.token_type_embeddings.weight[0]  # single-segment input: type 0 everywhere
+        self._norm = (emb.LayerNorm.weight, emb.LayerNorm.bias)
+        self._layers = []
+        with torch.no_grad():
+            for layer in bert.encoder.layer:
+                att = layer.attention
+                self._layers.append(
+                    _Layer(
+                        torch.cat([att.self.query.weight, att.self.key.weight, att.self.value.weight]).contiguous(),
+                        torch.cat([att.self.query.bias, att.self.key.bias, att.self.value.bias]).contiguous(),
+                        att.output.dense.weight,
+                        att.output.dense.bias,
+                        att.output.LayerNorm.weight,
+                        att.output.LayerNorm.bias,
+                        layer.intermediate.dense.weight,
+                        layer.intermediate.dense.bias,
+                        layer.output.dense.weight,
+                        layer.output.dense.bias,
+                        layer.output.LayerNorm.weight,
+                        layer.output.LayerNorm.bias,
+                    )
+                )
+
+    @staticmethod
+    def supports(st_model: Any) -> bool:
+        """Whether a SentenceTransformer is a plain BERT with mean pooling, the one shape this class computes."""
+        modules = list(st_model)
+        if len(modules) < 2 or len(modules) > 3:
+            return False
+        transformer, pooling = modules[0], modules[1]
+        bert = getattr(transformer, "auto_model", None)
+        cfg = getattr(bert, "config", None)
+        if cfg is None or type(bert).__name__ != "BertModel":
+            return False
+        if getattr(cfg, "position_embedding_type", "absolute") not in (None, "absolute"):
+            return False
+        if getattr(cfg, "hidden_act", None) != "gelu" or getattr(cfg, "is_decoder", False):
+            return False
+        pooling_cfg = pooling.get_config_dict() if hasattr(pooling, "get_config_dict") else {}
+        mode = pooling_cfg.get("pooling_mode") or ("mean" if pooling_cfg.get("pooling_mode_mean_tokens") else None)
+        if mode != "mean" or pooling_cfg.get("include_prompt", True) is not True:
+            return False
+        return len(modules) == 2 or type(modules[2]).__name__ == "Normalize"
+
+    def mean_pooled(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """One unnormalized mean of the last hidden states per token sequence (special tokens included)."""
+        import torch
+        import torch.nn.functional as F
+
+        lengths = [len(s) for s in sequences]
+        if not lengths:
+            return np.zeros((0, self.hidden), dtype=np.float32)
+        if min(lengths) < 1 or max(lengths) > self.max_positions:
+            raise ValueError(
+                f"token sequences must hold 1..{self.max_positions} tokens, got {min(lengths)}..{max(lengths)}"
+            )
+        total, width = sum(lengths), self.hidden // self.heads
+        ids = torch.tensor([t for s in sequences for t in s], dtype=torch.long)
+        positions = torch.cat([torch.arange(n) for n in lengths]) if len(lengths) > 1 else torch.arange(total)
+        block = None
+        if 1 < len(lengths) and total <= BLOCK_MASK_TOKENS:
+            # Short texts (a micro-batch of queries): one attention call over all tokens, each text seeing only
+            # its own (a block-diagonal mask), costs less than a call per text and layer.
+            text = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+            block = text[:, None] == text[None, :]
+        with torch.inference_mode():
+            h = F.layer_norm(
+                self._word[ids] + self._position[positions] + self._token_type, (self.hidden,), *self._norm, self.eps
+            )
+            for layer in self._layers:
+                # (tokens, 3 * hidden) -> (3, heads, tokens, width): attention then runs per text, on its own tokens
+                qkv = (
+                    F.linear(h, layer.qkv_weight, layer.qkv_bias).view(total, 3, self.heads, width).permute(1, 2, 0, 3)
+                )
+                if block is not None or len(lengths) == 1:
+                    ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=block)
+                    ctx = ctx.transpose(0, 1).reshape(total, -1)
+                else:
+                    parts = zip(*(t.split(lengths, dim=1) for t in qkv), strict=True)
+                    ctx = torch.cat(
+                        [
+                            F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(-1, self.hidden)
+                            for q, k, v in parts
+                        ]
+                    )
+                h = F.layer_norm(
+                    F.linear(ctx, layer.out_weight, layer.out_bias) + h,
+                    (self.hidden,), layer.norm1_weight, layer.norm1_bias, self.eps,
+                )  # fmt: skip
+                up = F.gelu(F.linear(h, layer.up_weight, layer.up_bias))
+                h = F.layer_norm(
+                    F.linear(up, layer.down_weight, layer.down_bias) + h,
+                    (self.hidden,), layer.norm2_weight, layer.norm2_bias, self.eps,
+                )  # fmt: skip
+            pooled = torch.stack([part.mean(dim=0) for part in h.split(lengths)])
+        return np.asarray(pooled.numpy(), dtype=np.float32)

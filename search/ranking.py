@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-from search.records import Passage
+from typing import NamedTuple
 
 Ranked = list[tuple[int, float]]  # (row, score), best first
+
+
+class PassageKey(NamedTuple):
+    """What ranking needs of a candidate passage: its stable id (ties) and its article (grouping)."""
+
+    passage_id: str
+    article_id: str
 
 
 @dataclass(frozen=True)
@@ -74,20 +80,20 @@ def single(name: str, ranked: Ranked) -> list[Candidate]:
     return [Candidate(row, score, {name: rank}) for rank, (row, score) in enumerate(ranked, start=1)]
 
 
-def order(candidates: Sequence[Candidate], passages: Mapping[int, Passage]) -> list[Candidate]:
+def order(candidates: Sequence[Candidate], keys: Mapping[int, PassageKey]) -> list[Candidate]:
     """Best first; equal scores (to 1e-6) by passage id, so the order never depends on FAISS internals."""
-    return sorted(candidates, key=lambda c: (-round(c.score, 6), passages[c.row].passage_id))
+    return sorted(candidates, key=lambda c: (-round(c.score, 6), keys[c.row].passage_id))
 
 
 def group_by_article(
-    ranked: Sequence[Candidate], passages: Mapping[int, Passage]
+    ranked: Sequence[Candidate], keys: Mapping[int, PassageKey]
 ) -> tuple[list[Candidate], Counter[str]]:
     """The best candidate of each article, in rank order, and how many candidates each article had."""
-    counts: Counter[str] = Counter(passages[c.row].article_id for c in ranked)
+    counts: Counter[str] = Counter(keys[c.row].article_id for c in ranked)
     seen: set[str] = set()
     best = []
     for c in ranked:
-        article = passages[c.row].article_id
+        article = keys[c.row].article_id
         if article not in seen:
             seen.add(article)
             best.append(c)

@@ -97,13 +97,15 @@ class Retriever:
         cands = self.candidates(q, mode, guess, xq, rows)
         if q.min_score is not None:
             cands = [c for c in cands if c.score >= q.min_score]
-        passages = store.passages_at(c.row for c in cands)
-        ranked = order(cands, passages)
+        keys = store.keys_at([c.row for c in cands])
+        ranked = order(cands, keys)
         counts = None
         if q.group_by == "article":
-            ranked, counts = group_by_article(ranked, passages)
+            ranked, counts = group_by_article(ranked, keys)
+        page = ranked[q.offset : q.offset + q.k]
+        passages = store.passages_at(c.row for c in page)  # text and the rest only for the hits returned
         hits = []
-        for rank, c in enumerate(ranked[q.offset : q.offset + q.k], start=q.offset + 1):
+        for rank, c in enumerate(page, start=q.offset + 1):
             p = passages[c.row]
             hits.append(
                 Hit(

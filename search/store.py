@@ -38,6 +38,7 @@ import numpy as np
 from search.centering import Centering
 from search.errors import BadInput, IndexCorrupt, IndexNotFound, NotFound
 from search.lexical import LexicalIndex, ZhTokenizer
+from search.ranking import PassageKey
 from search.records import Article, Passage
 
 MANIFEST = "manifest.json"
@@ -370,6 +371,15 @@ class Store:
                 before = (other.paragraph, other.part) < (p.paragraph, p.part)
                 out.append(("before" if before else "after", other))
         return out
+
+    def keys_at(self, rows: Sequence[int]) -> dict[int, PassageKey]:
+        """Ids of the passages at `rows`: all that ranking needs, without reading their text."""
+        if not rows:
+            return {}
+        cur = self._db().execute(
+            f"SELECT row, passage_id, article_id FROM passages WHERE row IN ({','.join('?' * len(rows))})", rows
+        )
+        return {row: PassageKey(pid, aid) for row, pid, aid in cur}
 
     def passages_at(self, rows: Iterable[int]) -> dict[int, Passage]:
         rows = list(rows)

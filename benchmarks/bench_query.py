@@ -8,7 +8,6 @@ fresh process are slower.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Sequence
 from itertools import zip_longest
@@ -84,47 +83,44 @@ def cpu_seconds(pid: int | str = "self") -> float:
 
 
 def drive(url: str, queries: Sequence[str], clients: int, paired: Any = None, pid: int | None = None) -> dict[str, Any]:
-    """`clients` threads, each with its own connection, sending GET /search until the queries run out.
+    """`clients` concurrent clients, each with its own connection, sending GET /search until the queries run out.
 
+    The clients are tasks on one event loop (as in `tools/load.py`), not threads: on two cores shared with the
+    server, sixteen client threads contending for this process's GIL cost the server measurable CPU.
     With `paired` (one client only), `paired(q)` runs and is timed just before each request: a baseline measured
     under the same load as the request, which on a shared machine can change by 10x within a minute.
     """
+    import asyncio
+
     import httpx
 
     pending = iter(queries)
-    lock = threading.Lock()
     latencies: list[float] = []
     errors: list[str] = []
     baseline: list[float] = []
     baseline_cpu: list[float] = []
+
+    async def client(http: httpx.AsyncClient) -> None:
+        for q in pending:  # one shared iterator: each query goes to exactly one client
+            if paired is not None:
+                cpu = time.process_time()
+                baseline.extend(timed(paired, [q]))
+                baseline_cpu.append((time.process_time() - cpu) * 1000)
+            start = time.perf_counter()
+            r = await http.get("/search", params={"q": q, "k": 10})
+            latencies.append((time.perf_counter() - start) * 1000)
+            if r.status_code != 200:
+                errors.append(f"{r.status_code}: {r.text[:200]}")
+
+    async def run() -> float:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=url, timeout=120, trust_env=False, limits=limits) as http:
+            start = time.perf_counter()
+            await asyncio.gather(*(client(http) for _ in range(clients)))
+            return time.perf_counter() - start
+
     cpu_before = cpu_seconds(pid) if pid is not None else 0.0
-
-    def client() -> None:
-        with httpx.Client(base_url=url, timeout=120, trust_env=False) as http:
-            while True:
-                with lock:
-                    q = next(pending, None)
-                if q is None:
-                    return
-                if paired is not None:
-                    cpu = time.process_time()
-                    baseline.extend(timed(paired, [q]))
-                    baseline_cpu.append((time.process_time() - cpu) * 1000)
-                start = time.perf_counter()
-                r = http.get("/search", params={"q": q, "k": 10})
-                ms = (time.perf_counter() - start) * 1000
-                with lock:
-                    latencies.append(ms)
-                    if r.status_code != 200:
-                        errors.append(f"{r.status_code}: {r.text[:200]}")
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
+    wall = asyncio.run(run())
     server_cpu = cpu_seconds(pid) - cpu_before if pid is not None else None
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed, first: {errors[0]}")

@@ -71,7 +71,11 @@ def fuse_in_language(
     total = sum(weights.get(name, 1.0) for name in ("dense", "lexical"))
     out = []
     for rank, row in enumerate(rows, start=1):
-        ranks = {name: r[row] for name, r in (("dense", dense_rank), ("lexical", lexical_rank)) if row in r}
+        ranks = {}
+        if (d := dense_rank.get(row)) is not None:
+            ranks["dense"] = d
+        if (w := lexical_rank.get(row)) is not None:
+            ranks["lexical"] = w
         out.append(Candidate(row, total / (k + rank), ranks))
     return out
 
@@ -80,9 +84,23 @@ def single(name: str, ranked: Ranked) -> list[Candidate]:
     return [Candidate(row, score, {name: rank}) for rank, (row, score) in enumerate(ranked, start=1)]
 
 
+def _tie_key(c: Candidate) -> float:
+    return -round(c.score, 6)
+
+
 def order(candidates: Sequence[Candidate], keys: Mapping[int, PassageKey]) -> list[Candidate]:
     """Best first; equal scores (to 1e-6) by passage id, so the order never depends on FAISS internals."""
-    return sorted(candidates, key=lambda c: (-round(c.score, 6), keys[c.row].passage_id))
+    return sorted(candidates, key=lambda c: (_tie_key(c), keys[c.row].passage_id))
+
+
+def head_rows(candidates: Sequence[Candidate], n: int) -> tuple[list[Candidate], list[int]]:
+    """Candidates by score, and the rows whose ids `order` needs to fix the first `n`: those scoring at least
+    the n-th (ties at the boundary decide which passages make the page)."""
+    by_score = sorted(candidates, key=_tie_key)
+    if len(by_score) <= n:
+        return by_score, [c.row for c in by_score]
+    boundary = _tie_key(by_score[n - 1]) if n > 0 else float("-inf")
+    return by_score, [c.row for c in by_score if _tie_key(c) <= boundary]
 
 
 def group_by_article(

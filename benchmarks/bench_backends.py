@@ -26,7 +26,16 @@ from benchmarks.xquad import load
 from search.config import Backend, Settings
 from search.embedding import Embedder, make_embedder
 
-BACKENDS: tuple[Backend, ...] = get_args(Backend)
+# "torch" is the default (the packed forward pass for BERT models); "torch-st" the same weights through
+# sentence-transformers' own forward, the figure every other row is compared with in issue #3.
+BACKENDS: tuple[str, ...] = ("torch", "torch-st", *get_args(Backend)[1:])
+
+
+def make(settings: Settings, name: str, batch_size: int) -> Embedder:
+    backend: Backend = "torch" if name == "torch-st" else name  # type: ignore[assignment]
+    return make_embedder(
+        settings.model, settings.cache_dir, backend, settings.threads, batch_size, packed=name != "torch-st"
+    )
 
 
 def interleave(groups: Sequence[Sequence[str]], n: int) -> list[str]:
@@ -44,7 +53,7 @@ def run(langs: Sequence[str], n_queries: int, n_passages: int, rounds: int, batc
     load_seconds: dict[str, float] = {}
     for backend in BACKENDS:
         start = time.perf_counter()
-        embedders[backend] = make_embedder(settings.model, settings.cache_dir, backend, settings.threads, batch_size)
+        embedders[backend] = make(settings, backend, batch_size)
         load_seconds[backend] = round(time.perf_counter() - start, 2)
         embedders[backend].encode(passages[:batch_size], query=False)  # warm-up: first calls allocate
     latencies: dict[str, list[float]] = {b: [] for b in BACKENDS}

@@ -172,7 +172,7 @@ def make_bank(
         raise typer.BadParameter(f"{texts}: no such file")
     by_lang = read_texts(texts)
     s = settings
-    embedder = make_embedder(s.model, s.cache_dir, s.backend, s.threads, s.batch_size)
+    embedder = make_embedder(s.model, s.cache_dir, s.backend, s.threads, s.batch_size, packed=s.packed_forward)
     bank = compute_bank(embedder, by_lang, source=texts.name)
     target = out or cache_path(settings.cache_dir, embedder.fingerprint)
     bank.save(target)

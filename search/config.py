@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     backend: Backend = Field(
         "torch", description="model runtime: torch, onnx or onnx-int8 (these two need onnxruntime and onnx)"
     )
+    packed_forward: bool = Field(
+        True,
+        description="torch backend: run mean-pooled BERT models (the default model is one) through the packed "
+        "forward pass (search/packedbert.py: the same vectors, no padding, faster); false: sentence-transformers' own",
+    )
     index_dir: Path = Field(Path("index"), description="folder of the published index")
     cache_dir: Path = Field(default_factory=_default_cache, description="restored models and embedding cache")
     languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES))

@@ -257,10 +257,14 @@ def make_embedder(
     threads: int = 2,
     batch_size: int = 32,
     interop_threads: int = 1,
+    *,
+    packed: bool = True,
 ) -> Embedder:
     """The embedder for `backend`: the torch model as restored, or the same weights run by ONNX Runtime."""
     if backend == "torch":
-        return SentenceTransformerEmbedder(model, cache_dir, threads, batch_size, interop_threads=interop_threads)
+        return SentenceTransformerEmbedder(
+            model, cache_dir, threads, batch_size, interop_threads=interop_threads, packed=packed
+        )
     from search.onnxmodel import OnnxEmbedder
 
     where = resolve_model(model, cache_dir)

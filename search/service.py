@@ -103,7 +103,13 @@ class SearchService:
             if self._embedder is None:
                 s = self.settings
                 self._embedder = make_embedder(
-                    s.model, s.cache_dir, s.backend, s.threads, s.batch_size, interop_threads=s.interop_threads
+                    s.model,
+                    s.cache_dir,
+                    s.backend,
+                    s.threads,
+                    s.batch_size,
+                    interop_threads=s.interop_threads,
+                    packed=s.packed_forward,
                 )
             return self._embedder
 

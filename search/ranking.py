@@ -5,16 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+
+from search.records import PassageKey
 
 Ranked = list[tuple[int, float]]  # (row, score), best first
-
-
-class PassageKey(NamedTuple):
-    """What ranking needs of a candidate passage: its stable id (ties) and its article (grouping)."""
-
-    passage_id: str
-    article_id: str
 
 
 @dataclass(frozen=True)
@@ -93,14 +87,14 @@ def order(candidates: Sequence[Candidate], keys: Mapping[int, PassageKey]) -> li
     return sorted(candidates, key=lambda c: (_tie_key(c), keys[c.row].passage_id))
 
 
-def head_rows(candidates: Sequence[Candidate], n: int) -> tuple[list[Candidate], list[int]]:
-    """Candidates by score, and the rows whose ids `order` needs to fix the first `n`: those scoring at least
-    the n-th (ties at the boundary decide which passages make the page)."""
+def head(candidates: Sequence[Candidate], n: int) -> list[Candidate]:
+    """The candidates that can make the first `n` once `order` breaks ties: the best `n` by score and every
+    candidate tied (to 1e-6) with the n-th. Only these need their passage ids read."""
     by_score = sorted(candidates, key=_tie_key)
     if len(by_score) <= n:
-        return by_score, [c.row for c in by_score]
-    boundary = _tie_key(by_score[n - 1]) if n > 0 else float("-inf")
-    return by_score, [c.row for c in by_score if _tie_key(c) <= boundary]
+        return by_score
+    boundary = _tie_key(by_score[n - 1])
+    return [c for c in by_score if _tie_key(c) <= boundary]
 
 
 def group_by_article(

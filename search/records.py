@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,13 @@ class Passage:
     lang: str
     text: str
     section: str | None = None
+
+
+class PassageKey(NamedTuple):
+    """What ranking needs of a candidate passage without its text: its stable id (ties) and article (grouping)."""
+
+    passage_id: str
+    article_id: str
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from search.centering import normalize_rows
 from search.chunking import split_sentences
 from search.config import Settings
 from search.language import LanguageGuess
-from search.ranking import Candidate, fuse_in_language, group_by_article, head_rows, order, single
+from search.ranking import Candidate, fuse_in_language, group_by_article, head, order, single
 from search.records import Highlight, Hit, Passage
 from search.store import Store
 
@@ -99,10 +99,11 @@ class Retriever:
             cands = [c for c in cands if c.score >= q.min_score]
         counts = None
         if q.group_by == "article":  # grouping looks at every candidate's article
-            ranked, counts = group_by_article(order(cands, keys := store.keys_at([c.row for c in cands])), keys)
-        else:  # only the page (and its ties) needs ids: most candidates are never read from SQLite
-            by_score, needed = head_rows(cands, q.offset + q.k)
-            ranked = order(by_score[: len(needed)], store.keys_at(needed))
+            keys = store.keys_at([c.row for c in cands])
+            ranked, counts = group_by_article(order(cands, keys), keys)
+        else:  # only the page and its ties need ids: most candidates are never read from SQLite
+            top = head(cands, q.offset + q.k)
+            ranked = order(top, store.keys_at([c.row for c in top]))
         page = ranked[q.offset : q.offset + q.k]
         passages = store.passages_at(c.row for c in page)  # text and the rest only for the hits returned
         hits = []

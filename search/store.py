@@ -38,8 +38,7 @@ import numpy as np
 from search.centering import Centering
 from search.errors import BadInput, IndexCorrupt, IndexNotFound, NotFound
 from search.lexical import LexicalIndex, ZhTokenizer
-from search.ranking import PassageKey
-from search.records import Article, Passage
+from search.records import Article, Passage, PassageKey
 
 MANIFEST = "manifest.json"
 RAW = "raw.f16.npy"

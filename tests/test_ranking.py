@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from search.ranking import Candidate, PassageKey, head_rows, order
+from search.ranking import Candidate, head, order
+from search.records import PassageKey
 
 
 def _cands(scores: list[float]) -> list[Candidate]:
     return [Candidate(row, s, {"dense": row + 1}) for row, s in enumerate(scores)]
 
 
-def test_head_rows_take_the_page_and_every_tie_at_its_boundary() -> None:
+def test_head_takes_the_page_and_every_tie_at_its_boundary() -> None:
     cands = _cands([0.5, 0.9, 0.7, 0.7, 0.7, 0.1])
-    by_score, needed = head_rows(cands, 2)
-    assert by_score[0].row == 1
-    assert sorted(needed) == [1, 2, 3, 4]  # 0.9 and the three 0.7s: any of those could be second
-    _, all_rows = head_rows(cands, 10)
-    assert sorted(all_rows) == list(range(6))
+    top = head(cands, 2)
+    assert top[0].row == 1
+    assert sorted(c.row for c in top) == [1, 2, 3, 4]  # 0.9 and the three 0.7s: any of those could be second
+    assert sorted(c.row for c in head(cands, 10)) == list(range(6))
 
 
 def test_ties_at_the_page_boundary_go_to_the_smallest_passage_id() -> None:
     cands = _cands([0.9, 0.7, 0.7, 0.7 + 1e-9, 0.1])
     keys = {0: PassageKey("p-a", "a"), 1: PassageKey("p-d", "a"), 2: PassageKey("p-b", "b"), 3: PassageKey("p-c", "c")}
-    by_score, needed = head_rows(cands, 2)
-    page = order(by_score[: len(needed)], {r: keys[r] for r in needed})[:2]
+    top = head(cands, 2)
+    page = order(top, {c.row: keys[c.row] for c in top})[:2]
     assert [c.row for c in page] == [0, 2]  # p-b wins the tie with p-c (within 1e-6) and p-d
     full = order(cands, keys | {4: PassageKey("p-e", "e")})
     assert [c.row for c in full[:2]] == [c.row for c in page]

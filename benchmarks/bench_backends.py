@@ -24,7 +24,7 @@ from benchmarks.bench_query import percentiles
 from benchmarks.machine import load_average, machine_info, machine_markdown, rss_mb
 from benchmarks.xquad import load
 from search.config import Backend, Settings
-from search.embedding import Embedder, make_embedder
+from search.embedding import Embedder, embedder_for
 
 # "torch" is the default (the packed forward pass for BERT models); "torch-st" the same weights through
 # sentence-transformers' own forward, the figure every other row is compared with in issue #3.
@@ -32,10 +32,9 @@ BACKENDS: tuple[str, ...] = ("torch", "torch-st", *get_args(Backend)[1:])
 
 
 def make(settings: Settings, name: str, batch_size: int) -> Embedder:
-    backend: Backend = "torch" if name == "torch-st" else name  # type: ignore[assignment]
-    return make_embedder(
-        settings.model, settings.cache_dir, backend, settings.threads, batch_size, packed=name != "torch-st"
-    )
+    backend = "torch" if name == "torch-st" else name
+    update = {"backend": backend, "packed_forward": name != "torch-st", "batch_size": batch_size}
+    return embedder_for(settings.model_copy(update=update))
 
 
 def interleave(groups: Sequence[Sequence[str]], n: int) -> list[str]:

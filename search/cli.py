@@ -164,15 +164,14 @@ def make_bank(
     ] = None,
 ) -> None:
     """Compute the model's per-language mean bank, used to center languages an index lacks."""
-    from search.embedding import make_embedder
+    from search.embedding import embedder_for
     from search.meanbank import cache_path, compute_bank, read_texts
 
     settings = _settings(model=model)
     if not texts.is_file():
         raise typer.BadParameter(f"{texts}: no such file")
     by_lang = read_texts(texts)
-    s = settings
-    embedder = make_embedder(s.model, s.cache_dir, s.backend, s.threads, s.batch_size, packed=s.packed_forward)
+    embedder = embedder_for(settings)
     bank = compute_bank(embedder, by_lang, source=texts.name)
     target = out or cache_path(settings.cache_dir, embedder.fingerprint)
     bank.save(target)

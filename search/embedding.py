@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from search.config import Backend
+from search.config import Backend, Settings
 from search.errors import ModelUnavailable
 from search.modelbuild import DEFAULT_MODEL, restore_default_model
 from search.packedbert import PackedBert
@@ -248,6 +248,20 @@ class SentenceTransformerEmbedder:
             return np.stack(rows)
 
         return windowed_mean(content, self.max_tokens - 2, window_means)
+
+
+def embedder_for(settings: Settings) -> Embedder:
+    """The embedder the settings describe: every caller (service, CLI, benchmarks) builds it the same way."""
+    s = settings
+    return make_embedder(
+        s.model,
+        s.cache_dir,
+        s.backend,
+        s.threads,
+        s.batch_size,
+        interop_threads=s.interop_threads,
+        packed=s.packed_forward,
+    )
 
 
 def make_embedder(

@@ -16,7 +16,7 @@ import numpy as np
 
 from search.batching import MicroBatcher
 from search.config import Settings
-from search.embedding import Embedder, make_embedder
+from search.embedding import Embedder, embedder_for
 from search.errors import BadInput, IndexMismatch, NotFound
 from search.indexer import BuildSummary, build_from_articles, build_index
 from search.language import LanguageDetector
@@ -101,16 +101,7 @@ class SearchService:
     def embedder(self) -> Embedder:
         with self._lock:
             if self._embedder is None:
-                s = self.settings
-                self._embedder = make_embedder(
-                    s.model,
-                    s.cache_dir,
-                    s.backend,
-                    s.threads,
-                    s.batch_size,
-                    interop_threads=s.interop_threads,
-                    packed=s.packed_forward,
-                )
+                self._embedder = embedder_for(self.settings)
             return self._embedder
 
     @property

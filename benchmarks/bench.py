@@ -31,7 +31,7 @@ from benchmarks.bench_report import render
 from benchmarks.bench_vectors import bench_vectors
 from benchmarks.machine import load_average, machine_info, rss_mb
 from search.config import Settings
-from search.embedding import limit_threads
+from search.model.embedders import limit_threads
 from search.service import SearchService
 from tools._server import free_port
 
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny inputs, for the smoke test")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder [default: %(default)s]")
     parser.add_argument("--parts", default=",".join(PARTS), help="what to run [default: %(default)s]")
-    parser.add_argument("--kinds", default=None, help="vector index kinds [default: all in search.vectorindex.KINDS]")
+    parser.add_argument("--kinds", default=None, help="vector index kinds [default: all in search.index.vectors.KINDS]")
     parser.add_argument("--sizes", default=None, help="vector counts, e.g. 100000,1000000 [default: by plan]")
     parser.add_argument(
         "--index", type=Path, default=None, help="query an index built before (e.g. bench-results/index), no indexing"

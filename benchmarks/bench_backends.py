@@ -24,7 +24,7 @@ from benchmarks.bench_query import percentiles
 from benchmarks.machine import load_average, machine_info, machine_markdown, rss_mb
 from benchmarks.xquad import load
 from search.config import Backend, Settings
-from search.embedding import Embedder, embedder_for
+from search.model.embedders import Embedder, embedder_for
 
 # "torch" is the default (the packed forward pass for BERT models); "torch-st" the same weights through
 # sentence-transformers' own forward, the figure every other row is compared with in issue #3.

@@ -26,8 +26,8 @@ def fresh_service(index_dir: Path) -> SearchService:
 
 def passage_texts(svc: SearchService, corpus: Sequence[Path]) -> list[str]:
     """The passages the product's build will embed (its own reader and chunker), for the raw encode."""
-    from search.chunking import ChunkerSettings, chunk_article
-    from search.corpus import read_corpus
+    from search.ingest.chunking import ChunkerSettings, chunk_article
+    from search.ingest.corpus import read_corpus
 
     settings = ChunkerSettings(max_tokens=svc.embedder.max_tokens)
     articles = read_corpus(list(corpus)).articles
@@ -51,7 +51,7 @@ def raw_model(settings: Settings) -> Any:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from search.embedding import resolve_model
+    from search.model.embedders import resolve_model
 
     torch.set_num_threads(settings.threads)
     return SentenceTransformer(str(resolve_model(settings.model, settings.cache_dir)), device="cpu")

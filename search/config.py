@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from search.lexical import ZhTokenizer
-from search.modelbuild import DEFAULT_MODEL
+from search.index.lexical import ZhTokenizer
+from search.model.restore import DEFAULT_MODEL
 
 # Languages the detector chooses among by default: the model's strongest ones. A smaller set is both faster
 # and more accurate on short queries (with all 75 of lingua's languages "Who is Ushakov?" comes out Bosnian).
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     packed_forward: bool = Field(
         True,
         description="torch backend: run mean-pooled BERT models (the default model is one) through the packed "
-        "forward pass (search/packedbert.py: the same vectors, no padding, faster); false: sentence-transformers' own",
+        "forward pass (search/model/packed.py: same vectors, no padding, faster); false: sentence-transformers' own",
     )
     index_dir: Path = Field(Path("index"), description="folder of the published index")
     cache_dir: Path = Field(default_factory=_default_cache, description="restored models and embedding cache")

@@ -14,16 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from search.batching import MicroBatcher
 from search.config import Settings
-from search.embedding import Embedder, embedder_for
 from search.errors import BadInput, IndexMismatch, NotFound
-from search.indexer import BuildSummary, build_from_articles, build_index
-from search.language import LanguageDetector
-from search.meanbank import MeanBank, find_bank
+from search.index.build import BuildSummary, build_from_articles, build_index
+from search.index.meanbank import MeanBank, find_bank
+from search.index.store import ArticleInfo, Filters, Store, VectorIndexOptions, current_build, read_manifest
+from search.ingest.language import LanguageDetector
+from search.model.batching import MicroBatcher
+from search.model.embedders import Embedder, embedder_for
+from search.query.retrieval import Retriever
 from search.records import Article, Hit, Passage
-from search.retrieval import Retriever
-from search.store import ArticleInfo, Filters, Store, VectorIndexOptions, current_build, read_manifest
 
 log = logging.getLogger(__name__)
 

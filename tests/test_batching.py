@@ -1,4 +1,4 @@
-"""Micro-batching of query encodes (`search/batching.py`) and its use under `SearchService`.
+"""Micro-batching of query encodes (`search/model/batching.py`) and its use under `SearchService`.
 
 Concurrency is made deterministic with gates (an encoder that blocks until the test lets it go, and waiting for
 the batcher's queue to fill), never with sleeps or timing assertions. The HTTP test drives a real uvicorn server.
@@ -16,10 +16,10 @@ import httpx
 import numpy as np
 import pytest
 
-from search.batching import MicroBatcher
 from search.config import Settings
 from search.errors import ModelUnavailable
-from search.language import LanguageDetector
+from search.ingest.language import LanguageDetector
+from search.model.batching import MicroBatcher
 from search.service import SearchQuery, SearchService
 from tests.fakes import FakeEmbedder
 

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from search.chunking import (
+from search.errors import BadInput
+from search.ingest.chunking import (
     ChunkerSettings,
     TokenCounter,
     chunk_article,
     normalize_whitespace,
     split_sentences,
 )
-from search.errors import BadInput
 from search.records import Chunk
 
 SEED = Path(__file__).parents[1] / "seeds" / "000_9f71073b3b5a7269.txt"

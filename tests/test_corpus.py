@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from search.corpus import (
+from search.errors import BadInput
+from search.ingest.corpus import (
     SUPPORTED_SUFFIXES,
     CorpusReport,
     Skipped,
     read_corpus,
     read_file,
 )
-from search.errors import BadInput
 
 SEEDS = Path(__file__).parents[1] / "seeds"
 

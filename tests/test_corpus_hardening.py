@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from search.corpus import (
+from search.errors import BadInput
+from search.ingest.corpus import (
     DEFAULT_MAX_FILE_BYTES,
     MAX_LINE_CHARS,
     SUPPORTED_SUFFIXES,
@@ -23,7 +24,6 @@ from search.corpus import (
     read_corpus,
     read_file,
 )
-from search.errors import BadInput
 from tests.test_corpus import jsonl, write
 
 
@@ -239,7 +239,7 @@ def test_folders_nested_deeper_than_the_recursion_limit_are_walked(tmp_path: Pat
 
 
 def test_a_parser_crash_on_one_file_skips_that_file_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import search.corpus
+    import search.ingest.corpus
 
     bad = write(tmp_path / "a.jsonl", jsonl({"text": "boom"}))
     write(tmp_path / "b.txt", "fine")
@@ -247,7 +247,7 @@ def test_a_parser_crash_on_one_file_skips_that_file_only(tmp_path: Path, monkeyp
     def crash(*args: object) -> None:
         raise RuntimeError("parser bug")
 
-    monkeypatch.setattr(search.corpus, "_parse_jsonl", crash)
+    monkeypatch.setattr(search.ingest.corpus, "_parse_jsonl", crash)
     report = read_corpus([tmp_path])
 
     assert [a.id for a in report.articles] == ["b.txt"]

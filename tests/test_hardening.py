@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
-import search.guard
-from search.api import BatchRequest, SearchRequest, create_app
+import search.serve.guards
 from search.config import Settings
 from search.errors import BadInput
-from search.guard import ADMIN, READ, ApiKeys, GuardConfig, check_bind, install_guards, required_scope
-from search.language import LanguageDetector
+from search.ingest.language import LanguageDetector
+from search.serve.app import BatchRequest, SearchRequest, create_app
+from search.serve.guards import ADMIN, READ, ApiKeys, GuardConfig, check_bind, install_guards, required_scope
 from search.service import SearchService
 from tests.conftest import free_port
 from tests.fakes import FakeEmbedder
@@ -187,7 +187,7 @@ def test_every_key_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch)
         calls.append((a, b))
         return compare(a, b)
 
-    monkeypatch.setattr(search.guard.hmac, "compare_digest", spy)
+    monkeypatch.setattr(search.serve.guards.hmac, "compare_digest", spy)
     keys = ApiKeys.load(f"{READ_KEY},{ADMIN_KEY}:admin,third-key-0123456789abcdef")
     assert keys.scope_of(READ_KEY) == READ
     assert len(calls) == 3  # no early exit on the first match

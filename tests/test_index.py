@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.centering import Centering
-from search.chunking import normalize_whitespace
 from search.config import Settings
 from search.errors import BadInput, IndexCorrupt, IndexMismatch, IndexNotFound
-from search.language import LanguageDetector
+from search.index.centering import Centering
+from search.index.store import current_build
+from search.ingest.chunking import normalize_whitespace
+from search.ingest.language import LanguageDetector
 from search.service import SearchQuery, SearchService
-from search.store import current_build
 from tests.fakes import FakeEmbedder
 
 ARTICLES = {

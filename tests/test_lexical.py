@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from search.config import Settings
-from search.language import LanguageDetector
-from search.lexical import LexicalIndex, tokenize
+from search.index.lexical import LexicalIndex, tokenize
+from search.ingest.language import LanguageDetector
 from search.service import SearchQuery, SearchService
 from tests.fakes import FakeEmbedder
 

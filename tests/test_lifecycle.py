@@ -16,13 +16,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from search.api import create_app
 from search.config import Settings
 from search.errors import BadInput, NotFound
-from search.language import LanguageDetector
+from search.index.store import current_build
+from search.ingest.language import LanguageDetector
 from search.records import Article
+from search.serve.app import create_app
 from search.service import SearchQuery, SearchService
-from search.store import current_build
 from tests.conftest import free_port
 from tests.fakes import FakeEmbedder
 
@@ -85,14 +85,14 @@ def test_strict_build_fails_before_publishing_and_leaves_the_index_byte_for_byte
 
 
 def test_a_crash_between_write_and_publish_leaves_the_previous_build(svc: SearchService, monkeypatch) -> None:
-    import search.indexer
+    import search.index.build
 
     served = svc.store.build_id
 
     def crash(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(search.indexer, "publish", crash)
+    monkeypatch.setattr(search.index.build, "publish", crash)
     with pytest.raises(KeyboardInterrupt):
         svc.upsert_article(Article("x", "x", "Something new."))
     assert current_build(svc.settings.index_dir).name == served  # type: ignore[union-attr]

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.centering import Centering
 from search.errors import BadInput
-from search.language import LanguageDetector
-from search.meanbank import MIN_TEXTS, MeanBank, cache_path, compute_bank, find_bank, read_texts
+from search.index.centering import Centering
+from search.index.meanbank import MIN_TEXTS, MeanBank, cache_path, compute_bank, find_bank, read_texts
+from search.ingest.language import LanguageDetector
 from tests.fakes import FakeEmbedder
 from tests.test_index import make_service
 

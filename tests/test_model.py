@@ -53,7 +53,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def embedder(settings):  # type: ignore[no-untyped-def]
-    from search.embedding import SentenceTransformerEmbedder
+    from search.model.embedders import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(settings.model, settings.cache_dir, threads=2)
 
@@ -95,7 +95,7 @@ def test_query_and_passage_prompts_differ(embedder) -> None:  # type: ignore[no-
 def test_restored_folder_is_a_plain_sentence_transformers_model(embedder, settings) -> None:  # type: ignore[no-untyped-def]
     from sentence_transformers import SentenceTransformer
 
-    from search.embedding import resolve_model
+    from search.model.embedders import resolve_model
 
     folder = resolve_model(settings.model, settings.cache_dir)
     model = SentenceTransformer(str(folder), device="cpu")

@@ -35,14 +35,14 @@ FLOOR = {"onnx": 0.9999, "onnx-int8": 0.99}
 
 @pytest.fixture(scope="module")
 def torch_embedder(settings):  # type: ignore[no-untyped-def]
-    from search.embedding import make_embedder
+    from search.model.embedders import make_embedder
 
     return make_embedder(settings.model, settings.cache_dir, "torch", threads=2)
 
 
 @pytest.fixture(scope="module", params=["onnx", "onnx-int8"])
 def onnx_embedder(request, settings):  # type: ignore[no-untyped-def]
-    from search.embedding import make_embedder
+    from search.model.embedders import make_embedder
 
     return make_embedder(settings.model, settings.cache_dir, request.param, threads=2, batch_size=4)
 
@@ -79,7 +79,7 @@ def test_batching_barely_changes_vectors(onnx_embedder) -> None:  # type: ignore
 
 
 def test_fingerprints_differ_by_backend(torch_embedder, onnx_embedder, settings) -> None:  # type: ignore[no-untyped-def]
-    from search.embedding import make_embedder
+    from search.model.embedders import make_embedder
 
     other = "onnx" if onnx_embedder.backend == "onnx-int8" else "onnx-int8"
     fingerprints = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.packedbert import BLOCK_MASK_TOKENS, PackedBert
+from search.model.packed import BLOCK_MASK_TOKENS, PackedBert
 
 
 def _tiny_bert(seed: int = 0):  # type: ignore[no-untyped-def]
@@ -54,7 +54,7 @@ def test_packed_refuses_sequences_it_cannot_position() -> None:
 
 @pytest.fixture(scope="module")
 def pair(settings):  # type: ignore[no-untyped-def]
-    from search.embedding import SentenceTransformerEmbedder
+    from search.model.embedders import SentenceTransformerEmbedder
 
     packed = SentenceTransformerEmbedder(settings.model, settings.cache_dir, threads=2)
     plain = SentenceTransformerEmbedder(settings.model, settings.cache_dir, threads=2, packed=False)
@@ -100,7 +100,7 @@ def test_other_pooling_is_not_packed(pair) -> None:  # type: ignore[no-untyped-d
 
 @pytest.mark.model
 def test_disagreement_at_load_keeps_sentence_transformers(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import search.embedding as embedding
+    import search.model.embedders as embedding
 
     monkeypatch.setattr(embedding, "PROBE_MIN_COSINE", 1.01)  # no real agreement can pass
     fallback = embedding.SentenceTransformerEmbedder(settings.model, settings.cache_dir, threads=2)

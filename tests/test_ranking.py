@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.ranking import Candidate, head, order
+from search.query.ranking import Candidate, head, order
 from search.records import PassageKey
 
 

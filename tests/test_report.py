@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from search import report as rp
-from search.centering import Centering, normalize_rows
 from search.errors import BadInput
+from search.index.centering import Centering, normalize_rows
+from search.index.store import Store, publish, read_manifest, write_build
 from search.records import Article, Passage
-from search.report_run import PAIR_COLUMNS, ReportOptions, parse_thresholds, run_report
-from search.store import Store, publish, read_manifest, write_build
+from search.reports import compute as rp
+from search.reports.run import PAIR_COLUMNS, ReportOptions, parse_thresholds, run_report
 
 LANGS = ("en", "ru", "zh")
 # Characters per passage differ by language, as real text does (Chinese needs about a third of English's).
@@ -254,7 +254,7 @@ def test_cli_report(store: Store, tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from search.report_cli import report
+    from search.reports.cli import report
 
     app = typer.Typer()
     app.command()(report)
@@ -272,9 +272,9 @@ def test_cli_report(store: Store, tmp_path: Path) -> None:
 def test_api_runs_a_report_job_and_serves_its_files(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from search.api import create_app
     from search.config import Settings
-    from search.report_api import router
+    from search.serve.app import create_app
+    from search.serve.reports import router
     from search.service import SearchService
 
     passages, raw = synthetic()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from search.report_run import ReportOptions, run_report
+from search.reports.run import ReportOptions, run_report
 
 ROOT = Path(__file__).resolve().parents[1]
 # Screenshots for people to look at (and for the README); /reports/ is ignored by git.

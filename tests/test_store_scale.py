@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from search import vectorindex as vi
-from search.api import create_app
 from search.config import Settings
 from search.errors import BadInput
-from search.language import LanguageDetector
+from search.index import vectors as vi
+from search.index.store import MANIFEST, RAW, _sha256, current_build
+from search.ingest.language import LanguageDetector
 from search.records import Hit
-from search.report_run import centered_vectors
+from search.reports.run import centered_vectors
+from search.serve.app import create_app
 from search.service import SearchQuery, SearchService
-from search.store import MANIFEST, RAW, _sha256, current_build
 from tests.fakes import FakeEmbedder
 
 WORDS = {

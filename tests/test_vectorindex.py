@@ -8,8 +8,8 @@ import faiss
 import numpy as np
 import pytest
 
-from search import vectorindex as vi
 from search.errors import BadInput, IndexCorrupt
+from search.index import vectors as vi
 
 N, DIM, NQ, K = 6000, 96, 200, 10
 APPROXIMATE = [kind for kind in vi.KINDS if kind != "flat"]

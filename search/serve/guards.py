@@ -42,7 +42,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search.errors import BadInput
-from search.metrics import Metrics, metrics_endpoint
+from search.serve.metrics import Metrics, metrics_endpoint
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("search.access")

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from search.errors import NotFound, SearchError
-from search.report_run import ReportOptions, ReportSummary, run_report
+from search.reports.run import ReportOptions, ReportSummary, run_report
 
 if TYPE_CHECKING:
     from search.service import SearchService

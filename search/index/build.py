@@ -15,17 +15,17 @@ from typing import Any
 import numpy as np
 
 from search import __version__
-from search.centering import Centering
-from search.chunking import ChunkerSettings, chunk_article
-from search.corpus import DEFAULT_MAX_FILE_BYTES, Skipped, describe_problems, read_corpus
-from search.embedcache import EmbeddingCache
-from search.embedding import Embedder
 from search.errors import BadInput
-from search.language import UNDETERMINED, LanguageDetector
-from search.lexical import ZhTokenizer
-from search.meanbank import MeanBank
+from search.index.centering import Centering
+from search.index.embedcache import EmbeddingCache
+from search.index.lexical import ZhTokenizer
+from search.index.meanbank import MeanBank
+from search.index.store import VectorIndexOptions, current_build, discard, new_build_id, publish, write_build
+from search.ingest.chunking import ChunkerSettings, chunk_article
+from search.ingest.corpus import DEFAULT_MAX_FILE_BYTES, Skipped, describe_problems, read_corpus
+from search.ingest.language import UNDETERMINED, LanguageDetector
+from search.model.embedders import Embedder
 from search.records import Article, Passage
-from search.store import VectorIndexOptions, current_build, discard, new_build_id, publish, write_build
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def embed_with_cache(
     texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache, progress: bool
 ) -> tuple[np.ndarray, int, int]:
     """Vectors for `texts`, embedding only those the cache lacks; returns (vectors, embedded, reused)."""
-    from search.embedcache import text_key
+    from search.index.embedcache import text_key
 
     cached = cache.get_many(texts)
     missing = list(dict.fromkeys(t for t in texts if text_key(t) not in cached))

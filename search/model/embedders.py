@@ -14,8 +14,8 @@ import numpy as np
 
 from search.config import Backend, Settings
 from search.errors import ModelUnavailable
-from search.modelbuild import DEFAULT_MODEL, restore_default_model
-from search.packedbert import PackedBert
+from search.model.packed import PackedBert
+from search.model.restore import DEFAULT_MODEL, restore_default_model
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def make_embedder(
         return SentenceTransformerEmbedder(
             model, cache_dir, threads, batch_size, interop_threads=interop_threads, packed=packed
         )
-    from search.onnxmodel import OnnxEmbedder
+    from search.model.onnx import OnnxEmbedder
 
     where = resolve_model(model, cache_dir)
     if not isinstance(where, Path):

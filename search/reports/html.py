@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from search import report as rp
 from search.records import Passage
+from search.reports import compute as rp
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from search.report_run import ReportSummary
+    from search.reports.run import ReportSummary
 
 _COLORS = {"near-duplicate": "#d62728", "translation": "#1f77b4", "related": "#9b9b9b"}
 _HEATMAP_ARTICLES = 30

@@ -7,7 +7,7 @@ Layout of an index folder:
       builds/<build_id>/
         manifest.json                   how it was built, counts, file checksums
         vectors.faiss                   centered, normalized vectors under an id map (id = passage row): exact
-                                        (flat) up to a size, else approximate (`search/vectorindex.py`)
+                                        (flat) up to a size, else approximate (`search/index/vectors.py`)
         raw.f16.npy                     the model's vectors before centering, float16 (to re-center or rebuild
                                         the index without re-embedding; builds before it wrote float32 raw.npy)
         centering.npz                   per-language and global mean vectors
@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from search.centering import Centering
 from search.errors import BadInput, IndexCorrupt, IndexNotFound, NotFound
-from search.lexical import LexicalIndex, ZhTokenizer
+from search.index.centering import Centering
+from search.index.lexical import LexicalIndex, ZhTokenizer
 from search.records import Article, Passage, PassageKey
 
 MANIFEST = "manifest.json"
@@ -127,7 +127,7 @@ def write_build(
     """Write a complete build folder (not yet published) and return it."""
     import faiss
 
-    from search import vectorindex as vi
+    from search.index import vectors as vi
 
     options = options or VectorIndexOptions()
     dim = raw.shape[1]
@@ -234,7 +234,7 @@ class Store:
     def __init__(self, folder: Path, manifest: dict[str, Any], verify: bool = True) -> None:
         import faiss
 
-        from search import vectorindex as vi
+        from search.index import vectors as vi
 
         self.folder = folder
         self.manifest = manifest
@@ -270,7 +270,7 @@ class Store:
     def search(self, xq: np.ndarray, k: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
         """(row, score) pairs, best first, for one query vector; `rows` restricts the search to those rows (every
         index kind: a few rows are scored exactly, many by a search widened by the share of rows left out)."""
-        from search import vectorindex as vi
+        from search.index import vectors as vi
 
         if self.size == 0 or (rows is not None and len(rows) == 0):
             return []
@@ -417,7 +417,7 @@ class Store:
     def raw_vectors(self) -> np.ndarray:
         """The model's vectors before centering, one row per passage, memory-mapped (float16; float32 in builds
         made before `raw.f16.npy`)."""
-        from search import vectorindex as vi
+        from search.index import vectors as vi
 
         if self._raw is None:
             path = self.folder / RAW

@@ -20,13 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from search import __version__
 from search.config import Settings
 from search.errors import BadInput, Forbidden, SearchError
-from search.guard import install_guards
-from search.indexer import BuildSummary
-from search.mcp_tools import create_mcp
+from search.index.build import BuildSummary
 from search.records import Article
 from search.records import Hit as HitRecord
 from search.records import Passage as PassageRecord
-from search.report_api import router as report_router
+from search.serve.guards import install_guards
+from search.serve.mcp import create_mcp
+from search.serve.reports import router as report_router
 from search.service import SearchQuery, SearchResult, SearchService
 
 log = logging.getLogger(__name__)
@@ -405,7 +405,7 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
 
     @app.get("/", include_in_schema=False)
     def web_page() -> FileResponse:
-        """The search page for people (search/web/); the API stays where it is."""
+        """The search page for people (search/serve/web/); the API stays where it is."""
         return FileResponse(WEB / "index.html")
 
     return app

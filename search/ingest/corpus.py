@@ -18,7 +18,7 @@ from bs4 import BeautifulSoup, Tag
 from bs4.dammit import EncodingDetector
 
 from search.errors import BadInput
-from search.htmltext import visible_text
+from search.ingest.html import visible_text
 from search.records import Article
 
 log = logging.getLogger(__name__)

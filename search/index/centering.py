@@ -7,7 +7,7 @@ from the vectors: passages are centered by their own language's mean, queries by
 language (weighted by the detector's confidences when it is unsure), and both are re-normalized.
 
 A language with too few passages in the index (or none: the query's language may be absent) takes its mean from
-the model's mean bank (`search.meanbank`) as an offset from the index's own mean, or else the global mean.
+the model's mean bank (`search.index.meanbank`) as an offset from the index's own mean, or else the global mean.
 """
 
 from __future__ import annotations

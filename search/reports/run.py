@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from search import report as rp
 from search.errors import BadInput
 from search.records import Passage
+from search.reports import compute as rp
 
 if TYPE_CHECKING:
-    from search.report_html import ReportData
+    from search.index.store import Store
+    from search.reports.html import ReportData
     from search.service import SearchService
-    from search.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +206,8 @@ def run_report(
     progress: rp.Progress = rp.no_progress,
 ) -> ReportSummary:
     """Compute a report over the index of `source` and write its files into `out_dir`."""
-    from search.report_html import ReportData, write_html
-    from search.store import Store
+    from search.index.store import Store
+    from search.reports.html import ReportData, write_html
 
     options.validate()
     store = source if isinstance(source, Store) else source.store

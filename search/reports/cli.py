@@ -86,8 +86,8 @@ def report(
 ) -> None:
     """Near-duplicates, translations and related passages across articles and languages: CSV, JSON and HTML."""
     from search.config import Settings
-    from search.report_run import ReportOptions, run_report
-    from search.store import Store, read_manifest
+    from search.index.store import Store, read_manifest
+    from search.reports.run import ReportOptions, run_report
 
     options = ReportOptions(
         k=k,

@@ -224,7 +224,7 @@ class OnnxEmbedder:
         return [self._tokenizer.cls_token_id, *content, self._tokenizer.sep_token_id]
 
     def encode(self, texts: Sequence[str], *, query: bool, progress: bool = False) -> np.ndarray:
-        from search.embedding import windowed_mean
+        from search.model.embedders import windowed_mean
 
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from search.centering import normalize_rows
-from search.chunking import split_sentences
 from search.config import Settings
-from search.language import LanguageGuess
-from search.ranking import Candidate, fuse_in_language, group_by_article, head, order, single
+from search.index.centering import normalize_rows
+from search.index.store import Store
+from search.ingest.chunking import split_sentences
+from search.ingest.language import LanguageGuess
+from search.query.ranking import Candidate, fuse_in_language, group_by_article, head, order, single
 from search.records import Highlight, Hit, Passage
-from search.store import Store
 
 if TYPE_CHECKING:
     from search.service import SearchQuery

@@ -8,7 +8,7 @@ takes a missing language's mean from it as an offset: `index mean + (bank[lang] 
 languages)`, so the topic of the index stays and only the language moves.
 
 Banks are keyed by the model fingerprint (vectors of another model or backend would not match). The default
-model's bank ships in the package (`search/data/meanbanks/`), computed by `search bank` from the XQuAD paragraphs
+model's bank ships in the package (`search/index/data/meanbanks/`), computed by `search bank` from the XQuAD paragraphs
 in `data/xquad/` (CC BY-SA 4.0). `search bank FILES --model M` computes one for any model from a JSONL of
 `{"lang": ..., "text": ...}` lines, stored in the cache folder, which is looked up first.
 """
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from search.embedding import Embedder
 from search.errors import BadInput
+from search.model.embedders import Embedder
 
 # A mean of fewer texts is too noisy to stand in for a language.
 MIN_TEXTS = 50
@@ -62,7 +62,7 @@ class MeanBank:
 
 
 def shipped_path(fingerprint: str) -> Path:
-    return Path(str(resources.files("search") / "data" / "meanbanks" / f"{fingerprint}.npz"))
+    return Path(str(resources.files("search.index") / "data" / "meanbanks" / f"{fingerprint}.npz"))
 
 
 def cache_path(cache_dir: Path, fingerprint: str) -> Path:

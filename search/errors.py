@@ -2,6 +2,7 @@
 
 SearchError                  any problem a user can act on; its message says what to do
 ├── BadInput                 a file, line, field or parameter that cannot be used
+│   └── BadSettings          a SEARCH_* setting (or its command-line option) with a value that cannot be used
 ├── IndexNotFound            no published index where one was expected
 ├── IndexMismatch            the index was built with another model or settings
 ├── IndexCorrupt             an index file is unreadable or fails its checksum
@@ -22,6 +23,10 @@ class BadInput(SearchError):
     exit_code = 2
     http_status = 422
     code = "bad_input"
+
+
+class BadSettings(BadInput):
+    code = "bad_settings"
 
 
 class IndexNotFound(SearchError):

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, asdict, dataclass, field
+from typing import Any, Literal, NamedTuple, get_args
+
+# How a search ranks: the model's vectors, BM25 in the query's language, or both fused (see `search.query`).
+Mode = Literal["dense", "lexical", "hybrid"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+GroupBy = Literal["article"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,9 @@ class Passage:
     text: str
     section: str | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 class PassageKey(NamedTuple):
     """What ranking needs of a candidate passage without its text: its stable id (ties) and article (grouping)."""
@@ -82,3 +91,104 @@ class Hit:
     context: list[tuple[str, Passage]] = field(default_factory=list)
     highlights: list[Highlight] = field(default_factory=list)
     article_matches: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The one serialized shape of a hit, shared by the HTTP API, MCP and `search query --json`."""
+        return {
+            "rank": self.rank,
+            "score": round(self.score, 6),
+            **self.passage.as_dict(),
+            "ranks": dict(self.ranks),
+            "context": [{"position": position, **p.as_dict()} for position, p in self.context],
+            "highlights": [asdict(h) for h in self.highlights],
+            "article_matches": self.article_matches,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Filters:
+    """Restrictions on which passages a search may return; empty means no restriction."""
+
+    langs: tuple[str, ...] = ()
+    articles: tuple[str, ...] = ()
+    published_after: str | None = None
+    published_before: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.langs or self.articles or self.published_after or self.published_before or self.metadata)
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One search: the text, how many hits, how to rank, what to filter, and what to attach to each hit.
+
+    Every field but the text is keyword-only: thirteen fields are too many to pass by position. `mode=None`
+    means the configured default; bounds (k, offset, context, lengths, dates) are checked once, by
+    `search.query.validation`.
+    """
+
+    query: str
+    _: KW_ONLY
+    k: int = 10
+    langs: Sequence[str] = ()
+    articles: Sequence[str] = ()
+    mode: Mode | None = None
+    offset: int = 0
+    min_score: float | None = None
+    published_after: str | None = None
+    published_before: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    context: int = 0
+    highlight: bool = False
+    group_by: GroupBy | None = None
+
+    def filters(self) -> Filters:
+        return Filters(
+            langs=tuple(self.langs),
+            articles=tuple(self.articles),
+            published_after=self.published_after,
+            published_before=self.published_before,
+            metadata=dict(self.metadata),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchResult:
+    """The hits of one search, with the query's detected language and the mode that ranked them."""
+
+    query: str
+    query_lang: str
+    took_ms: float
+    mode: Mode
+    hits: list[Hit] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "query_lang": self.query_lang,
+            "mode": self.mode,
+            "took_ms": round(self.took_ms, 2),
+            "hits": [h.as_dict() for h in self.hits],
+        }
+
+
+@dataclass(frozen=True)
+class ArticleMatch:
+    """An article that shares content with another, rolled up from passage neighbours (more like this)."""
+
+    article_id: str
+    title: str
+    score: float
+    matched_passages: int
+
+
+@dataclass(frozen=True)
+class ArticleInfo:
+    """An indexed article as listed: its languages and passage count."""
+
+    article_id: str
+    title: str
+    languages: list[str]
+    passages: int
+    metadata: dict[str, Any]

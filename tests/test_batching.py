@@ -20,7 +20,8 @@ from search.config import Settings
 from search.errors import ModelUnavailable
 from search.ingest.language import LanguageDetector
 from search.model.batching import MicroBatcher
-from search.service import SearchQuery, SearchService
+from search.records import SearchQuery
+from search.service import SearchService
 from tests.fakes import FakeEmbedder
 
 WAIT = 30.0  # seconds a gate waits before the test fails instead of hanging
@@ -233,13 +234,13 @@ def fake_service(tmp_path: Path, batch_ms: float) -> tuple[SearchService, Counti
 
 
 def hits_of(svc: SearchService, query: str) -> list[tuple[str, float]]:
-    return [(h.passage.passage_id, round(h.score, 5)) for h in svc.search(SearchQuery(query, 5, highlight=True)).hits]
+    return [(h.passage.passage_id, round(h.score, 5)) for h in svc.search(SearchQuery(query, k=5, highlight=True)).hits]
 
 
 def test_service_concurrent_searches_match_sequential_ones_with_and_without_batching(tmp_path: Path) -> None:
     sequential_svc, _ = fake_service(tmp_path, 0)
     sequential = {q: hits_of(sequential_svc, q) for q in QUERIES}
-    assert sequential_svc._batcher is None  # a window of 0 never starts a worker
+    assert sequential_svc.encoder._batcher is None  # a window of 0 never starts a worker
 
     for batch_ms in (0, 5.0):
         svc, embedder = fake_service(tmp_path, batch_ms)
@@ -247,9 +248,9 @@ def test_service_concurrent_searches_match_sequential_ones_with_and_without_batc
             concurrent = dict(zip(QUERIES, pool.map(lambda q, s=svc: hits_of(s, q), QUERIES), strict=True))
         assert concurrent == sequential
         assert embedder.calls >= 1
-        assert (svc._batcher is not None) == (batch_ms > 0)
+        assert (svc.encoder._batcher is not None) == (batch_ms > 0)
         svc.close()
-        assert svc._batcher is None
+        assert svc.encoder._batcher is None
         assert hits_of(svc, QUERIES[0]) == sequential[QUERIES[0]]  # a search after close() starts a new worker
         svc.close()
 
@@ -264,7 +265,7 @@ def test_concurrent_http_searches_return_the_same_hits_as_sequential_ones(servic
         "economic growth", "football match result", "Wer hat gewonnen?", "¿Quién ganó las elecciones?",
         "election results", "new phones", "climate change effects", "oil prices rise",
     ]  # fmt: skip
-    sequential = {q: service.search(SearchQuery(q, 5, mode="dense")).hits for q in queries}
+    sequential = {q: service.search(SearchQuery(q, k=5, mode="dense")).hits for q in queries}
 
     def over_http(q: str) -> list[dict[str, object]]:
         with httpx.Client(base_url=server_url, timeout=120) as http:

@@ -28,8 +28,9 @@ import search.serve.guards
 from search.config import Settings
 from search.errors import BadInput
 from search.ingest.language import LanguageDetector
-from search.serve.app import BatchRequest, SearchRequest, create_app
+from search.serve.app import create_app
 from search.serve.guards import ADMIN, READ, ApiKeys, GuardConfig, check_bind, install_guards, required_scope
+from search.serve.schemas import BatchRequest, SearchRequest
 from search.service import SearchService
 from tests.conftest import free_port
 from tests.fakes import FakeEmbedder

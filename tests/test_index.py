@@ -14,7 +14,8 @@ from search.index.centering import Centering
 from search.index.store import current_build
 from search.ingest.chunking import normalize_whitespace
 from search.ingest.language import LanguageDetector
-from search.service import SearchQuery, SearchService
+from search.records import SearchQuery
+from search.service import SearchService
 from tests.fakes import FakeEmbedder
 
 ARTICLES = {

@@ -10,7 +10,8 @@ import pytest
 from search.config import Settings
 from search.index.lexical import LexicalIndex, tokenize
 from search.ingest.language import LanguageDetector
-from search.service import SearchQuery, SearchService
+from search.records import SearchQuery
+from search.service import SearchService
 from tests.fakes import FakeEmbedder
 
 TEXTS = ["中华人民共和国成立于1949年。", "俄罗斯联邦与美国的关系很复杂。", "The NATO summit ended."]

@@ -20,9 +20,9 @@ from search.config import Settings
 from search.errors import BadInput, NotFound
 from search.index.store import current_build
 from search.ingest.language import LanguageDetector
-from search.records import Article
+from search.records import Article, SearchQuery
 from search.serve.app import create_app
-from search.service import SearchQuery, SearchService
+from search.service import SearchService
 from tests.conftest import free_port
 from tests.fakes import FakeEmbedder
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from search.errors import BadInput
+from search.index import vectors as vi
 from search.index.centering import Centering, normalize_rows
 from search.index.store import Store, publish, read_manifest, write_build
 from search.records import Article, Passage
@@ -71,7 +72,7 @@ def test_knn_matches_brute_force_in_small_batches_and_blocks(monkeypatch: pytest
     x = normalize_rows(rng.standard_normal((300, 16)))
     lang = np.repeat([0, 1, 2], 100)
     group = np.arange(300) // 4
-    monkeypatch.setattr(rp, "_BLOCK", 7)
+    monkeypatch.setattr(vi, "_BLOCK", 7)
     nb = rp.knn_by_lang(x, lang, 3, group, k=5, batch=13)
     full = x @ x.T
     for i in (0, 57, 150, 299):
@@ -251,14 +252,10 @@ def test_bad_options_say_what_to_do(store: Store, tmp_path: Path, options: Repor
 
 
 def test_cli_report(store: Store, tmp_path: Path) -> None:
-    import typer
     from typer.testing import CliRunner
 
-    from search.reports.cli import report
+    from search.cli import app
 
-    app = typer.Typer()
-    app.command()(report)
-    app.command("other")(lambda: None)  # two commands, so typer keeps `report` as a named subcommand
     out = tmp_path / "out"
     args = ["report", "--index", str(store.folder.parent.parent), "--out", str(out), "--k", "4", "--json"]
     result = CliRunner().invoke(app, [*args, "--align", "en/a2", "ru/a2", "--threshold", "en-ru=0.5"])
@@ -351,7 +348,7 @@ def xquad_service(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
 
 @pytest.mark.model
 def test_xquad_translations_are_recovered_with_high_precision(xquad_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    summary = run_report(xquad_service, ReportOptions(), tmp_path)
+    summary = xquad_service.report(ReportOptions(), tmp_path)
     assert summary.articles == 720 and not summary.within_article
     with (tmp_path / "pairs.csv").open(encoding="utf-8") as fh:
         found = [r for r in csv.DictReader(fh) if r["label"] == "translation"]
@@ -378,7 +375,7 @@ def test_xquad_story_aligns_paragraph_by_paragraph(xquad_service, tmp_path: Path
     cache = xquad_service.settings.index_dir / "embeddings.sqlite"
     service = SearchService(Settings(index_dir=tmp_path / "index", embedding_cache=cache))
     service.build([jsonl])
-    run_report(service, ReportOptions(align=("en/Normans", "zh/Normans")), tmp_path / "out")
+    service.report(ReportOptions(align=("en/Normans", "zh/Normans")), tmp_path / "out")
     with (tmp_path / "out" / "alignment.csv").open(encoding="utf-8") as fh:
         aligned = [(r["a_paragraphs"], r["b_paragraphs"]) for r in csv.DictReader(fh) if r["kind"] == "1-1"]
     assert aligned == [(str(i), str(i)) for i in range(len(stories["en/Normans"]))]
@@ -387,7 +384,7 @@ def test_xquad_story_aligns_paragraph_by_paragraph(xquad_service, tmp_path: Path
 @pytest.mark.model
 def test_seed_pairs_chinese_paragraphs_with_the_english_they_translate(service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     (article,) = [a.article_id for a in service.articles()]
-    summary = run_report(service, ReportOptions(align=(f"{article}@en", f"{article}@zh")), tmp_path)
+    summary = service.report(ReportOptions(align=(f"{article}@en", f"{article}@zh")), tmp_path)
     assert summary.within_article  # the seed is one article mixing English and Chinese
     with (tmp_path / "pairs.csv").open(encoding="utf-8") as fh:
         translations = [(r["a_text"], r["b_text"]) for r in csv.DictReader(fh) if r["label"] == "translation"]

@@ -72,7 +72,7 @@ def test_synthetic_report_renders_without_errors(tmp_path: Path) -> None:
 def test_seed_report_renders_without_errors(service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     chromium()
     (article,) = [a.article_id for a in service.articles()]
-    run_report(service, ReportOptions(align=(f"{article}@en", f"{article}@zh")), tmp_path)
+    service.report(ReportOptions(align=(f"{article}@en", f"{article}@zh")), tmp_path)
     sizes = check_page(tmp_path / "report.html", SCREENSHOTS / "report-seed.png")
     for alt in FIGURES:
         assert sizes[alt][0] > 0 and sizes[alt][1] > 0, alt

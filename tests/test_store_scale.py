@@ -20,10 +20,10 @@ from search.errors import BadInput
 from search.index import vectors as vi
 from search.index.store import MANIFEST, RAW, _sha256, current_build
 from search.ingest.language import LanguageDetector
-from search.records import Hit
+from search.records import Hit, SearchQuery
 from search.reports.run import centered_vectors
 from search.serve.app import create_app
-from search.service import SearchQuery, SearchService
+from search.service import SearchService
 from tests.fakes import FakeEmbedder
 
 WORDS = {

@@ -6,8 +6,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from search import __version__
+from search.config import ZhTokenizer
 from search.errors import BadInput
 from search.index.centering import Centering
-from search.index.embedcache import EmbeddingCache
-from search.index.lexical import ZhTokenizer
+from search.index.embedcache import EmbeddingCache, text_key
 from search.index.meanbank import MeanBank
 from search.index.store import VectorIndexOptions, current_build, discard, new_build_id, publish, write_build
 from search.ingest.chunking import ChunkerSettings, chunk_article
@@ -26,6 +25,7 @@ from search.ingest.corpus import DEFAULT_MAX_FILE_BYTES, Skipped, describe_probl
 from search.ingest.language import UNDETERMINED, LanguageDetector
 from search.model.embedders import Embedder
 from search.records import Article, Passage
+from search.timing import stage
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,6 @@ class BuildSummary:
         return out
 
 
-@contextmanager
-def _stage(summary: BuildSummary, name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    summary.stages[name] = summary.stages.get(name, 0.0) + time.perf_counter() - start
-
-
 def passage_id(article_id: str, text: str, occurrence: int) -> str:
     """Stable across rebuilds: the same text in the same article keeps its id, wherever it moves."""
     raw = f"{article_id}\x1f{text}\x1f{occurrence}".encode()
@@ -73,9 +66,9 @@ def make_passages(
     """Chunk the articles and identify each passage's language (timed as the `chunk` and `language` stages)."""
     summary = summary or BuildSummary()
     settings = ChunkerSettings(max_tokens=embedder.max_tokens)
-    with _stage(summary, "chunk"):
+    with stage(summary.stages, "chunk"):
         chunked = [(a, chunk_article(a.text, embedder.count_tokens, settings)) for a in articles]
-    with _stage(summary, "language"):
+    with stage(summary.stages, "language"):
         langs = iter(detector.detect_many([c.text for _, chunks in chunked for c in chunks]))
     passages = []
     for article, chunks in chunked:
@@ -96,8 +89,6 @@ def embed_with_cache(
     texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache, progress: bool
 ) -> tuple[np.ndarray, int, int]:
     """Vectors for `texts`, embedding only those the cache lacks; returns (vectors, embedded, reused)."""
-    from search.index.embedcache import text_key
-
     cached = cache.get_many(texts)
     missing = list(dict.fromkeys(t for t in texts if text_key(t) not in cached))
     if missing:
@@ -127,7 +118,7 @@ def build_index(
     """Index the articles under `paths` into a new build and publish it; the old one stays until then."""
     summary = BuildSummary(index_dir=str(index_dir))
     start = time.perf_counter()
-    with _stage(summary, "read"):
+    with stage(summary.stages, "read"):
         report = read_corpus(paths, max_file_bytes)
     summary.skipped = report.skipped
     if strict and report.skipped:
@@ -167,14 +158,14 @@ def build_from_articles(
     cache_path = embedding_cache or index_dir / "embeddings.sqlite"
     cache = EmbeddingCache(cache_path, embedder.fingerprint, embedder.dimension)
     try:
-        with _stage(summary, "embed"):
+        with stage(summary.stages, "embed"):
             raw, summary.embedded, summary.reused = embed_with_cache(
                 [p.text for p in passages], embedder, cache, progress
             )
     finally:
         cache.close()
 
-    with _stage(summary, "center"):
+    with stage(summary.stages, "center"):
         langs = [p.lang for p in passages]
         bank = bank or MeanBank()
         means = Centering.fit(raw, langs, centering_min_passages, enabled=centering, bank=bank.means)
@@ -197,7 +188,7 @@ def build_from_articles(
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     previous = current_build(index_dir)
-    with _stage(summary, "write"):
+    with stage(summary.stages, "write"):
         folder = write_build(
             index_dir, summary.build_id, articles, passages, raw, means, manifest, vector_index,
             zh_tokenizer=zh_tokenizer,

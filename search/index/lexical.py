@@ -15,16 +15,17 @@ import re
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, cast, get_args
 
 import numpy as np
+
+from search.config import ZhTokenizer
 
 log = logging.getLogger(__name__)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u0e00-\u0e7f]+")
 _BIGRAM_LANGS = {"ja", "ko", "th"}
-ZhTokenizer = Literal["jieba", "bigram"]
 # What builds from before the choice existed used, so they keep being queried the way they were built.
 _LEGACY_ZH: ZhTokenizer = "jieba"
 _SETTINGS_FILE = "tokenizers.json"

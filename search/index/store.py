@@ -28,17 +28,20 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
+from search.config import FLAT_MAX, ZhTokenizer
 from search.errors import BadInput, IndexCorrupt, IndexNotFound, NotFound
+from search.index import vectors as vi
 from search.index.centering import Centering
-from search.index.lexical import LexicalIndex, ZhTokenizer
-from search.records import Article, Passage, PassageKey
+from search.index.lexical import LexicalIndex
+from search.records import Article, ArticleInfo, Filters, Passage, PassageKey
 
 MANIFEST = "manifest.json"
 RAW = "raw.f16.npy"
@@ -62,35 +65,12 @@ _PASSAGE_COLS = "passage_id, article_id, title, paragraph, part, start, end, lan
 
 
 @dataclass(frozen=True)
-class Filters:
-    """Restrictions on which passages a search may return; empty means no restriction."""
-
-    langs: tuple[str, ...] = ()
-    articles: tuple[str, ...] = ()
-    published_after: str | None = None
-    published_before: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.langs or self.articles or self.published_after or self.published_before or self.metadata)
-
-
-@dataclass(frozen=True)
 class VectorIndexOptions:
     """How a build chooses and tunes its vector index (`Settings.flat_max`, `memory_budget_mb`, `target_recall`)."""
 
-    flat_max: int | None = None  # None: vectorindex.FLAT_MAX
+    flat_max: int | None = None  # None: config.FLAT_MAX
     memory_budget_mb: float | None = None
     target_recall: float = 0.95
-
-
-@dataclass(frozen=True)
-class ArticleInfo:
-    article_id: str
-    title: str
-    languages: list[str]
-    passages: int
-    metadata: dict[str, Any]
 
 
 def _sha256(path: Path) -> str:
@@ -125,14 +105,10 @@ def write_build(
     zh_tokenizer: ZhTokenizer = "jieba",
 ) -> Path:
     """Write a complete build folder (not yet published) and return it."""
-    import faiss
-
-    from search.index import vectors as vi
-
     options = options or VectorIndexOptions()
     dim = raw.shape[1]
     budget = None if options.memory_budget_mb is None else int(options.memory_budget_mb * 2**20)
-    flat_max = vi.FLAT_MAX if options.flat_max is None else options.flat_max
+    flat_max = FLAT_MAX if options.flat_max is None else options.flat_max
     plan = vi.plan_index(len(passages), dim, budget, flat_max)  # before any file: a budget too small fails here
     builds = index_dir / "builds"
     builds.mkdir(parents=True, exist_ok=True)
@@ -232,10 +208,6 @@ class Store:
     """A loaded, read-only index: vector search plus passage and article lookups."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any], verify: bool = True) -> None:
-        import faiss
-
-        from search.index import vectors as vi
-
         self.folder = folder
         self.manifest = manifest
         for name, checksum in manifest.get("files", {}).items():
@@ -270,16 +242,11 @@ class Store:
     def search(self, xq: np.ndarray, k: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
         """(row, score) pairs, best first, for one query vector; `rows` restricts the search to those rows (every
         index kind: a few rows are scored exactly, many by a search widened by the share of rows left out)."""
-        from search.index import vectors as vi
-
         if self.size == 0 or (rows is not None and len(rows) == 0):
             return []
         k = min(k, self.size if rows is None else len(rows))
         scores, ids = vi.search(self.index, xq.reshape(1, -1), k, self.vector_index["params"], selector_ids=rows)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-
-    def rows_where(self, langs: Sequence[str] | None, articles: Sequence[str] | None) -> np.ndarray | None:
-        return self.rows_matching(Filters(tuple(langs or ()), tuple(articles or ())))
 
     def rows_matching(self, filters: Filters) -> np.ndarray | None:
         """Rows that pass the filters, or None when nothing is filtered."""
@@ -417,8 +384,6 @@ class Store:
     def raw_vectors(self) -> np.ndarray:
         """The model's vectors before centering, one row per passage, memory-mapped (float16; float32 in builds
         made before `raw.f16.npy`)."""
-        from search.index import vectors as vi
-
         if self._raw is None:
             path = self.folder / RAW
             if path.is_file():
@@ -451,7 +416,3 @@ def _vector_index_entry(manifest: dict[str, Any], index: Any, folder: Path) -> d
         "build_seconds": None,
         "bytes_per_vector": round(size / max(int(index.ntotal), 1), 1),
     }
-
-
-def passage_dict(p: Passage) -> dict[str, Any]:
-    return asdict(p)

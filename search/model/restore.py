@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from search.config import DEFAULT_MODEL
 from search.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 # Bump when the restored folder's layout or contents change, so old caches are rebuilt.
 BUILDER_VERSION = "2"
 _FINGERPRINT_FILE = "search_fingerprint.txt"

@@ -78,8 +78,13 @@ def single(name: str, ranked: Ranked) -> list[Candidate]:
     return [Candidate(row, score, {name: rank}) for rank, (row, score) in enumerate(ranked, start=1)]
 
 
+def tie_key(score: float) -> float:
+    """Sort key of a score, best first, that treats scores equal to 1e-6 as tied (float noise across builds)."""
+    return -round(score, 6)
+
+
 def _tie_key(c: Candidate) -> float:
-    return -round(c.score, 6)
+    return tie_key(c.score)
 
 
 def order(candidates: Sequence[Candidate], keys: Mapping[int, PassageKey]) -> list[Candidate]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,10 +13,7 @@ from search.index.store import Store
 from search.ingest.chunking import split_sentences
 from search.ingest.language import LanguageGuess
 from search.query.ranking import Candidate, fuse_in_language, group_by_article, head, order, single
-from search.records import Highlight, Hit, Passage
-
-if TYPE_CHECKING:
-    from search.service import SearchQuery
+from search.records import Highlight, Hit, Mode, Passage, SearchQuery
 
 # Candidates taken from each list before fusion and paging; grouping by article needs a deeper pool.
 _POOL = 100
@@ -70,7 +66,7 @@ class Retriever:
         self._passage_vectors = passage_vectors
 
     def candidates(
-        self, q: SearchQuery, mode: str, guess: LanguageGuess, xq: np.ndarray | None, rows: np.ndarray | None
+        self, q: SearchQuery, mode: Mode, guess: LanguageGuess, xq: np.ndarray | None, rows: np.ndarray | None
     ) -> list[Candidate]:
         pool = max(_GROUP_POOL if q.group_by else _POOL, 2 * (q.offset + q.k))
         lists = {}
@@ -90,8 +86,10 @@ class Retriever:
             return fuse_in_language(dense, lists["lexical"], same | {r for r, _ in lists["lexical"]}, weights, s.rrf_k)
         return single(mode, lists.get(mode, []))
 
-    def run(self, q: SearchQuery, mode: str, guess: LanguageGuess, vector: np.ndarray | None) -> list[Hit]:
+    def run(self, q: SearchQuery, guess: LanguageGuess, vector: np.ndarray | None) -> list[Hit]:
+        """The page of hits for `q` (its mode, or the configured default); `vector` is the query's raw vector."""
         store = self.store
+        mode = q.mode or self.settings.default_mode
         xq = store.centering.query(vector, guess.confidences) if vector is not None else None
         rows = store.rows_matching(q.filters())
         cands = self.candidates(q, mode, guess, xq, rows)

@@ -20,24 +20,22 @@ Labels, per unordered language pair (A, B):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import faiss
 import numpy as np
 
-Progress = Callable[[str, int, int], None]
+from search.index.vectors import exact_knn
+from search.timing import Progress, no_progress
+
 LABELS = ("near-duplicate", "translation", "related")
 NEAR_DUPLICATE, TRANSLATION, RELATED = 0, 1, 2
-_BLOCK = 8192
 _MAX_SLACK = 256
 _BACKGROUND_SAMPLES = 20_000
 _RECALL_SAMPLES = 256
 MARGIN_K = 4  # neighbours in the margin's denominator, as in Artetxe & Schwenk (2019)
-
-
-def no_progress(stage: str, done: int, total: int) -> None:
-    """The default progress callback: nothing."""
 
 
 @dataclass
@@ -77,20 +75,7 @@ class Pairs:
     margins: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # targets, decoys
 
 
-def _exact_knn(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    import faiss
-
-    heap = faiss.ResultHeap(len(xq), k, keep_max=True)
-    for j in range(0, len(xb), _BLOCK):
-        block = np.ascontiguousarray(xq @ xb[j : j + _BLOCK].T, dtype=np.float32)
-        heap.heaps.addn(block.shape[1], faiss.swig_ptr(block), j, 0, len(xq))
-    heap.finalize()
-    return heap.D, heap.I
-
-
 def _ivf(xb: np.ndarray) -> Any:
-    import faiss
-
     nlist = max(1, min(int(4 * np.sqrt(len(xb))), len(xb) // 39))
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(xb.shape[1]), xb.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
     index.train(xb)
@@ -126,12 +111,12 @@ def knn_by_lang(
         index: Any = _ivf(xb) if approximate and len(rows) > 1000 else None
         if index is not None:  # recall@k of this language's index on a random sample of queries
             sample = x[np.random.default_rng(li).choice(n, min(n, _RECALL_SAMPLES), replace=False)]
-            approx, exact = index.search(sample, k)[1], _exact_knn(sample, xb, k)[1]
+            approx, exact = index.search(sample, k)[1], exact_knn(sample, xb, k)[1]
             hit += sum(len(np.intersect1d(a[a >= 0], e)) for a, e in zip(approx, exact, strict=True))
             found += int((exact >= 0).sum())
         for start in range(0, n, batch):
             xq = x[start : start + batch]
-            d, i = index.search(xq, kk) if index is not None else _exact_knn(xq, xb, kk)
+            d, i = index.search(xq, kk) if index is not None else exact_knn(xq, xb, kk)
             glob = np.where(i >= 0, rows[np.maximum(i, 0)], -1)
             me = np.arange(start, start + len(xq))[:, None]
             bad = (glob < 0) | (glob == me)

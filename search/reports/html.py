@@ -6,8 +6,6 @@ import base64
 import html
 import io
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +13,10 @@ import numpy as np
 
 from search.records import Passage
 from search.reports import compute as rp
+from search.reports.results import ReportData, ReportSummary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from search.reports.run import ReportSummary
 
 _COLORS = {"near-duplicate": "#d62728", "translation": "#1f77b4", "related": "#9b9b9b"}
 _HEATMAP_ARTICLES = 30
@@ -36,21 +33,6 @@ th{background:#f4f4f4;text-align:left}.k{white-space:nowrap}td.n{text-align:righ
 .cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em}
 .card b{display:block;font-size:1.6em}
 """
-
-
-@dataclass
-class ReportData:
-    """Everything a report computed, in selection order (rows index `passages`)."""
-
-    passages: Sequence[Passage]
-    article_names: list[str]
-    lang: np.ndarray
-    lang_names: list[str]
-    neighbours: rp.Neighbours
-    pairs: rp.Pairs
-    groups: list[np.ndarray]
-    matrix: rp.ArticleMatrix
-    alignment: list[tuple[list[int], list[int], float | None, str]] | None
 
 
 def _png(fig: Figure) -> str:

@@ -11,22 +11,20 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+import faiss
 import numpy as np
 
 from search.errors import BadInput
+from search.index.store import Store
 from search.records import Passage
 from search.reports import compute as rp
-
-if TYPE_CHECKING:
-    from search.index.store import Store
-    from search.reports.html import ReportData
-    from search.service import SearchService
+from search.reports.html import write_html
+from search.reports.results import ReportData, ReportSummary
+from search.timing import Progress, no_progress, stage
 
 log = logging.getLogger(__name__)
 
@@ -83,40 +81,9 @@ class ReportOptions:
         parse_thresholds(self.thresholds)
 
 
-@dataclass
-class ReportSummary:
-    """What a report found and how long each stage took; `summary.json` holds it."""
-
-    out_dir: str
-    passages: int
-    articles: int
-    languages: dict[str, int]
-    within_article: bool
-    k: int
-    search: str
-    recall: float | None
-    pairs: dict[str, int]
-    pairs_by_languages: dict[str, dict[str, int]]
-    groups: int
-    article_pairs: int
-    aligned: int | None
-    calibration: list[dict[str, Any]]
-    stages: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-    files: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["stages"] = {k: round(v, 3) for k, v in self.stages.items()}
-        out["seconds"] = round(self.seconds, 3)
-        return out
-
-
 def centered_vectors(store: Store, rows: np.ndarray, batch: int = 8192) -> np.ndarray:
     """The index's centered, normalized vectors of `rows`, copied batch by batch (the raw ones, re-centered, if the
     index cannot give its vectors back)."""
-    import faiss
-
     out = np.empty((len(rows), store.index.d), dtype=np.float32)
     inner = faiss.downcast_index(store.index.index) if hasattr(store.index, "index") else store.index
     if isinstance(inner, faiss.IndexFlat):
@@ -189,28 +156,9 @@ def alignment(
     return out
 
 
-@contextmanager
-def _stage(stages: dict[str, float], name: str, progress: rp.Progress) -> Iterator[None]:
-    progress(name, 0, 1)
-    start = time.perf_counter()
-    yield
-    stages[name] = stages.get(name, 0.0) + time.perf_counter() - start
-    progress(name, 1, 1)
-    log.info("report stage %s: %.2fs", name, stages[name])
-
-
-def run_report(
-    source: SearchService | Store,
-    options: ReportOptions,
-    out_dir: Path,
-    progress: rp.Progress = rp.no_progress,
-) -> ReportSummary:
-    """Compute a report over the index of `source` and write its files into `out_dir`."""
-    from search.index.store import Store
-    from search.reports.html import ReportData, write_html
-
+def run_report(store: Store, options: ReportOptions, out_dir: Path, progress: Progress = no_progress) -> ReportSummary:
+    """Compute a report over the index of `store` and write its files into `out_dir`."""
     options.validate()
-    store = source if isinstance(source, Store) else source.store
     start, stages = time.perf_counter(), dict[str, float]()
     all_passages = store.all_passages()
     rows = _select(all_passages, options)
@@ -220,13 +168,13 @@ def run_report(
     unit, _ = _codes([f"{p.article_id}\x1f{p.paragraph:09d}" for p in ps])
     within = options.within_article if options.within_article is not None else len(article_names) == 1
     align_rows = [_align_rows(s, ps) for s in options.align] if options.align else None
-    with _stage(stages, "vectors", progress):
+    with stage(stages, "vectors", progress):
         x = centered_vectors(store, rows)
-    with _stage(stages, "knn", progress):
+    with stage(stages, "knn", progress):
         nb = rp.knn_by_lang(
             x, lang, len(lang_names), article, options.k, options.batch_size, not within, options.approximate, progress
         )
-    with _stage(stages, "label", progress):
+    with stage(stages, "label", progress):
         label_options = rp.LabelOptions(
             parse_thresholds(options.thresholds),
             options.related_quantile,
@@ -237,13 +185,13 @@ def run_report(
         )
         lengths = np.array([len(p.text) for p in ps])
         pairs = rp.label_pairs(x, nb, lang, lang_names, article, lengths, label_options)
-    with _stage(stages, "groups", progress):
+    with stage(stages, "groups", progress):
         groups = rp.groups(pairs, len(ps))
-    with _stage(stages, "articles", progress):
+    with stage(stages, "articles", progress):
         matrix = rp.article_matrix(nb, pairs, article, unit, within)
     aligned = None
     if align_rows is not None:
-        with _stage(stages, "align", progress):
+        with stage(stages, "align", progress):
             la, lb = lang_names[lang[align_rows[0][0]]], lang_names[lang[align_rows[1][0]]]
             cal = next(c for c in pairs.calibration if {c.lang_a, c.lang_b} == {la, lb})
             aligned = alignment(x, align_rows[0], align_rows[1], cal.background.get("q0.99", cal.related))
@@ -272,10 +220,10 @@ def run_report(
         calibration=[asdict(c) for c in pairs.calibration],
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _stage(stages, "write", progress):
+    with stage(stages, "write", progress):
         data = ReportData(ps, article_names, lang, lang_names, nb, pairs, groups, matrix, aligned)
         summary.files = write_tables(out_dir, data)
-    with _stage(stages, "render", progress):
+    with stage(stages, "render", progress):
         summary.stages, summary.seconds = stages, time.perf_counter() - start
         summary.files += write_html(out_dir, data, summary, options.top)
     summary.stages, summary.seconds = stages, time.perf_counter() - start

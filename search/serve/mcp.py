@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
 
 from search.errors import SearchError
-from search.service import SearchQuery
-
-if TYPE_CHECKING:
-    from mcp.server.mcpserver import MCPServer
-
-    from search.service import SearchService
+from search.records import Mode, SearchQuery
+from search.service import SearchService
 
 _INSTRUCTIONS = (
     "Multilingual semantic search over a corpus of articles. Ask in any language: a question in Chinese finds "
@@ -20,14 +18,8 @@ _INSTRUCTIONS = (
 )
 
 
-def _passage(p: Any) -> dict[str, Any]:
-    return dict(p.__dict__)
-
-
 def create_mcp(get_service: Callable[[], SearchService]) -> MCPServer:
-    """An MCP server whose tools call the app's one `SearchService`."""
-    from mcp.server.mcpserver import MCPServer
-
+    """An MCP server whose tools call the app's one `SearchService`; hits have the HTTP API's shape."""
     server = MCPServer("search", instructions=_INSTRUCTIONS)
 
     def run(fn: Callable[[SearchService], dict[str, Any]]) -> dict[str, Any]:
@@ -43,27 +35,14 @@ def create_mcp(get_service: Callable[[], SearchService]) -> MCPServer:
         "paragraphs around each hit; lang restricts passage languages (ISO 639-1 codes such as en, zh, ru)."
     )
     def search_passages(
-        query: str, k: int = 5, lang: list[str] | None = None, mode: str | None = None, context: int = 0
+        query: str, k: int = 5, lang: list[str] | None = None, mode: Mode | None = None, context: int = 0
     ) -> dict[str, Any]:
-        def go(svc: SearchService) -> dict[str, Any]:
-            r = svc.search(SearchQuery(query, k, lang or (), (), mode, context=context, highlight=True))
-            hits = [
-                {
-                    "rank": h.rank,
-                    "score": round(h.score, 4),
-                    **_passage(h.passage),
-                    "highlights": [hl.text for hl in h.highlights],
-                    "context": [{"position": pos, **_passage(p)} for pos, p in h.context],
-                }
-                for h in r.hits
-            ]
-            return {"query": r.query, "query_lang": r.query_lang, "mode": r.mode, "hits": hits}
-
-        return run(go)
+        q = SearchQuery(query, k=k, langs=lang or (), mode=mode, context=context, highlight=True)
+        return run(lambda svc: svc.search(q).as_dict())
 
     @server.tool(description="Read one passage by its passage_id (ids are stable across index rebuilds).")
     def get_passage(passage_id: str) -> dict[str, Any]:
-        return run(lambda svc: _passage(svc.passage(passage_id)))
+        return run(lambda svc: svc.passage(passage_id).as_dict())
 
     @server.tool(
         description="Passages most similar to a given passage, in any language: translations, near-duplicates "
@@ -72,10 +51,7 @@ def create_mcp(get_service: Callable[[], SearchService]) -> MCPServer:
     def similar_passages(passage_id: str, k: int = 5, exclude_same_article: bool = True) -> dict[str, Any]:
         def go(svc: SearchService) -> dict[str, Any]:
             hits = svc.similar_passages(passage_id, k, exclude_same_article)
-            return {
-                "passage_id": passage_id,
-                "hits": [{"rank": h.rank, "score": round(h.score, 4), **_passage(h.passage)} for h in hits],
-            }
+            return {"passage_id": passage_id, "hits": [h.as_dict() for h in hits]}
 
         return run(go)
 

@@ -11,17 +11,16 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from search.errors import NotFound, SearchError
-from search.reports.run import ReportOptions, ReportSummary, run_report
-
-if TYPE_CHECKING:
-    from search.service import SearchService
+from search.reports.results import ReportSummary
+from search.reports.run import ReportOptions
+from search.service import SearchService
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +156,7 @@ class ReportJobs:
             job.status = "running"
             status: Literal["done", "failed"] = "failed"
             try:
-                job.summary = run_report(source, job.options, job.out_dir, progress=progress)
+                job.summary = source.report(job.options, job.out_dir, progress)
                 status = "done"
             except SearchError as exc:
                 job.error = ReportErrorOut(code=exc.code, message=str(exc))

@@ -1,0 +1,41 @@
+"""Checking a search's fields against the configured limits, once, before any model call."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from search.config import Settings
+from search.errors import BadInput
+from search.records import MODES, SearchQuery
+
+MAX_OFFSET = 10_000
+MAX_CONTEXT = 10
+
+
+def check_k(k: int, max_k: int, name: str = "k") -> None:
+    if not 1 <= k <= max_k:
+        raise BadInput(f"{name}: {k} is outside 1..{max_k}")
+
+
+def validate(q: SearchQuery, settings: Settings) -> None:
+    """Raise `BadInput` naming the first field out of bounds; the edges pass fields through unchecked."""
+    if not q.query.strip():
+        raise BadInput("query: must not be blank")
+    if len(q.query) > settings.max_query_chars:
+        raise BadInput(f"query: {len(q.query)} characters; at most {settings.max_query_chars} are allowed")
+    check_k(q.k, settings.max_k)
+    if q.mode is not None and q.mode not in MODES:
+        raise BadInput(f"mode: {q.mode!r} is not one of {', '.join(MODES)}")
+    if not 0 <= q.offset <= MAX_OFFSET:
+        raise BadInput(f"offset: {q.offset} is outside 0..{MAX_OFFSET}")
+    if not 0 <= q.context <= MAX_CONTEXT:
+        raise BadInput(f"context: {q.context} is outside 0..{MAX_CONTEXT}")
+    if q.group_by not in (None, "article"):
+        raise BadInput(f"group_by: {q.group_by!r}; the only grouping is 'article'")
+    # Date bounds are compared as text with `published`, so "May 2025" would filter silently wrong.
+    for name, value in (("published_after", q.published_after), ("published_before", q.published_before)):
+        if value:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise BadInput(f"{name}: {value!r} is not an ISO date; give YYYY-MM-DD, e.g. 2025-03-01") from None

@@ -1,0 +1,197 @@
+"""The HTTP API's request and response models: every parameter and field documented in the OpenAPI schema.
+
+Hits are serialized once, by `records.Hit.as_dict`, and validated into these models, so the API, MCP and
+`search query --json` give the same shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from search.index.build import BuildSummary
+from search.records import GroupBy, Mode, SearchQuery, SearchResult
+
+
+class PassageOut(BaseModel):
+    passage_id: str = Field(description="stable across rebuilds of the same text in the same article")
+    article_id: str
+    title: str
+    paragraph: int = Field(description="0-based paragraph number in the article")
+    part: int = Field(description="0-based part of a paragraph too long for the model")
+    start: int = Field(description="character offset of the passage in the article text")
+    end: int
+    lang: str = Field(description="ISO 639-1 code of the passage's language, 'und' if undetermined")
+    section: str | None = Field(None, description="the heading the passage stands under, if any")
+    text: str
+
+
+class ContextOut(PassageOut):
+    position: Literal["before", "after"] = Field(description="where this context passage stands relative to the hit")
+
+
+class HighlightOut(BaseModel):
+    start: int = Field(description="character offset of the sentence in the hit's text")
+    end: int
+    text: str
+    score: float = Field(description="cosine similarity of the sentence to the query")
+
+
+class HitOut(PassageOut):
+    rank: int
+    score: float = Field(
+        description="dense: cosine of the centered query and passage vectors; lexical: BM25; "
+        "hybrid: reciprocal rank fusion, sum of weight / (rrf_k + rank) over the lists. Higher is better."
+    )
+    ranks: dict[str, int] = Field(default_factory=dict, description="rank of the passage in each fused list")
+    context: list[ContextOut] = Field(default_factory=list, description="neighbouring passages, when context > 0")
+    highlights: list[HighlightOut] = Field(default_factory=list, description="best sentences, when highlight=true")
+    article_matches: int | None = Field(None, description="candidates from the same article, with group_by=article")
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"query": "普京如何看待俄美关系?", "k": 5, "lang": ["en"], "mode": "hybrid", "context": 1}]
+        },
+    )
+    query: str = Field(description="the question or text to search for, in any language")
+    k: int = Field(10, description="number of hits, 1..100")
+    lang: list[str] = Field(default_factory=list, description="only passages in these languages")
+    article: list[str] = Field(default_factory=list, description="only passages of these articles")
+    mode: Mode | None = Field(None, description="dense, lexical or hybrid [default: the server's]")
+    offset: int = Field(0, description="skip this many hits (stable pagination)")
+    min_score: float | None = Field(None, description="drop hits scoring below this")
+    published_after: str | None = Field(None, description="only articles published on or after (ISO date)")
+    published_before: str | None = Field(None, description="only articles published on or before (ISO date)")
+    metadata: dict[str, str] = Field(default_factory=dict, description="equality on article metadata fields")
+    context: int = Field(0, description="paragraphs before and after each hit to include, 0..10")
+    highlight: bool = Field(False, description="add the sentences most similar to the query")
+    group_by: GroupBy | None = Field(None, description="one hit per article")
+
+    def to_query(self) -> SearchQuery:
+        return SearchQuery(
+            self.query,
+            k=self.k,
+            langs=self.lang,
+            articles=self.article,
+            mode=self.mode,
+            offset=self.offset,
+            min_score=self.min_score,
+            published_after=self.published_after,
+            published_before=self.published_before,
+            metadata=self.metadata,
+            context=self.context,
+            highlight=self.highlight,
+            group_by=self.group_by,
+        )
+
+
+class SearchResponse(BaseModel):
+    query: str
+    query_lang: str = Field(description="detected language of the query")
+    mode: Mode = Field(description="how the hits were ranked")
+    took_ms: float
+    hits: list[HitOut]
+
+    @classmethod
+    def of(cls, r: SearchResult) -> SearchResponse:
+        return cls.model_validate(r.as_dict())
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    queries: list[SearchRequest] = Field(min_length=1, max_length=256, description="1..256 searches")
+
+
+class BatchResponse(BaseModel):
+    results: list[SearchResponse] = Field(description="one response per query, in order")
+
+
+class SimilarPassagesOut(BaseModel):
+    passage_id: str
+    hits: list[HitOut]
+
+
+class ArticleMatchOut(BaseModel):
+    article_id: str
+    title: str
+    score: float = Field(description="mean over this article's passages of the best match in the other article")
+    matched_passages: int = Field(description="this article's passages with a neighbour in the other article")
+
+
+class SimilarArticlesOut(BaseModel):
+    article_id: str
+    articles: list[ArticleMatchOut]
+
+
+class ArticleOut(BaseModel):
+    article_id: str
+    title: str
+    languages: list[str]
+    passages: int
+    metadata: dict[str, Any]
+
+
+class VectorIndexOut(BaseModel):
+    type: str = Field(description="the FAISS index, e.g. IndexIDMap2(IndexHNSWSQ(QT_8bit))")
+    kind: str = Field(description="flat (exact), hnsw_sq8 or ivf_pq_sq8 (approximate)")
+    metric: str = "inner_product"
+    exact: bool
+    params: dict[str, Any] = Field(description="build parameters and the search parameters tuned at build time")
+    recall_at_10: float | None = Field(description="recall@10 against exact search on held-out vectors at build")
+    target_recall: float | None = Field(None, description="the recall@10 the search parameters were tuned to")
+    tune_queries: int = Field(0, description="held-out vectors the recall was measured on")
+    build_seconds: float | None = None
+    bytes_per_vector: float | None = Field(None, description="serialized index size per vector")
+
+
+class HealthOut(BaseModel):
+    status: str
+    model: str | None
+    index_size: int
+    build_id: str
+    built_at: str | None
+    centering: dict[str, Any] | None
+    vector_index: VectorIndexOut | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="machine-readable error kind")
+    message: str = Field(description="what is wrong and what to do")
+
+
+class ErrorOut(BaseModel):
+    """Every error answers in this one shape."""
+
+    error: ErrorBody
+
+
+class ArticleIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "First paragraph.\n\nSecond paragraph.", "title": "A title"}]},
+    )
+    text: str = Field(description="the article text; blank lines separate paragraphs")
+    title: str | None = Field(None, description="[default: the article id]")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="url, published, source, lang, ...")
+
+
+class WriteOut(BaseModel):
+    build_id: str
+    articles: int
+    passages: int
+    embedded: int = Field(description="passages sent to the model")
+    reused: int = Field(description="passages whose vectors came from the embedding cache")
+    removed: int = Field(description="passages of the previous build that are gone")
+
+
+class ReloadOut(BaseModel):
+    reloaded: bool
+    build_id: str
+
+
+def written(summary: BuildSummary) -> WriteOut:
+    return WriteOut(**{k: getattr(summary, k) for k in WriteOut.model_fields})

@@ -60,10 +60,11 @@ eval: model ## retrieval quality on XQuAD through the product's own path -> eval
 bench: model ## indexing, query latency under load, memory, vector-index scale -> bench-results/
 	$(BIN)/python -m benchmarks.bench --out bench-results
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the import layers (import-linter, contracts in pyproject.toml)
 	$(BIN)/ruff check search tests tools
 	$(BIN)/ruff format --check search tests tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 clean: ## remove built indexes (keeps .venv and the model cache)
 	rm -rf $(INDEX)/current $(INDEX)/builds $(INDEX)/embeddings.sqlite

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,13 @@ def test_index_json_summary_and_query_json(tmp_path: Path) -> None:
     assert any("Ushakov" in h["text"] for h in body["hits"])
     readable = run("query", "Кто такой Ушаков?", "--index", str(index), "-k", "2").stdout
     assert "query language: ru" in readable and "1. [" in readable
+
+
+def test_a_bad_setting_stops_serve_at_start_naming_the_variable_and_the_allowed_values(tmp_path: Path) -> None:
+    env = {**os.environ, "SEARCH_DEFAULT_MODE": "bogus", "SEARCH_INDEX_DIR": str(tmp_path)}
+    r = run("serve", env=env)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert lines[0].startswith("error: SEARCH_DEFAULT_MODE='bogus'")
+    assert all(mode in lines[0] for mode in ("'dense'", "'lexical'", "'hybrid'"))

@@ -61,8 +61,8 @@ bench: model ## indexing, query latency under load, memory, vector-index scale -
 	$(BIN)/python -m benchmarks.bench --out bench-results
 
 lint: install ## ruff and mypy
-	$(BIN)/ruff check search tests tools
-	$(BIN)/ruff format --check search tests tools
+	$(BIN)/ruff check search tests tools benchmarks
+	$(BIN)/ruff format --check search tests tools benchmarks
 	$(BIN)/mypy
 
 clean: ## remove built indexes (keeps .venv and the model cache)

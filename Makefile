@@ -61,8 +61,8 @@ bench: model ## indexing, query latency under load, memory, vector-index scale -
 	$(BIN)/python -m benchmarks.bench --out bench-results
 
 lint: install ## ruff, mypy and the import layers (import-linter, contracts in pyproject.toml)
-	$(BIN)/ruff check search tests tools
-	$(BIN)/ruff format --check search tests tools
+	$(BIN)/ruff check search tests tools benchmarks
+	$(BIN)/ruff format --check search tests tools benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 

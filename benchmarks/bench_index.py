@@ -6,11 +6,14 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.xquad import ALL_LANGS, load, write_corpus
 from search.config import Settings
 from search.service import SearchService
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 
 def fresh_service(index_dir: Path) -> SearchService:
@@ -46,7 +49,7 @@ def substages(svc: SearchService, corpus: Sequence[Path]) -> dict[str, float]:
     return {"faiss_index": time.perf_counter() - start}
 
 
-def raw_model(settings: Settings) -> Any:
+def raw_model(settings: Settings) -> SentenceTransformer:
     """The same model folder loaded by sentence-transformers directly, on the product's thread count."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -57,7 +60,7 @@ def raw_model(settings: Settings) -> Any:
     return SentenceTransformer(str(resolve_model(settings.model, settings.cache_dir)), device="cpu")
 
 
-def raw_encode(model: Any, texts: Sequence[str], prompt: str, batch_size: int) -> float:
+def raw_encode(model: SentenceTransformer, texts: Sequence[str], prompt: str, batch_size: int) -> float:
     """Seconds for sentence-transformers alone to embed `texts`, with the product's prompt and batch size."""
     model.encode(list(texts[:8]), prompt=prompt, batch_size=batch_size)
     start = time.perf_counter()
@@ -65,7 +68,7 @@ def raw_encode(model: Any, texts: Sequence[str], prompt: str, batch_size: int) -
     return time.perf_counter() - start
 
 
-def bench_indexing(out: Path, limit: int | None, raw: Any) -> tuple[dict[str, Any], SearchService]:
+def bench_indexing(out: Path, limit: int | None, raw: SentenceTransformer) -> tuple[dict[str, Any], SearchService]:
     """Figures for the markdown and JSON, and the service on the built index (which the query benchmark uses).
 
     The raw encode runs twice, on two disjoint random quarters of the passages, one just before the product's

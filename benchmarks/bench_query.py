@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -20,6 +20,11 @@ from benchmarks.machine import rss_mb
 from benchmarks.xquad import ALL_LANGS, load
 from search.service import SearchQuery, SearchService
 from tools._server import running_server
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+T = TypeVar("T")
 
 
 def distinct_questions() -> list[str]:
@@ -40,7 +45,7 @@ def percentiles(ms: Sequence[float]) -> dict[str, Any]:
     return {"n": len(a)} | {k: round(float(v), 2) for k, v in zip(_KEYS, values, strict=True)}
 
 
-def timed(fn: Any, items: Sequence[Any]) -> list[float]:
+def timed(fn: Callable[[T], object], items: Sequence[T]) -> list[float]:
     out = []
     for item in items:
         start = time.perf_counter()
@@ -68,7 +73,9 @@ def in_process(
     }
 
 
-def raw_query_encode(model: Any, warm: Sequence[str], queries: Sequence[str], prompt: str) -> dict[str, Any]:
+def raw_query_encode(
+    model: SentenceTransformer, warm: Sequence[str], queries: Sequence[str], prompt: str
+) -> dict[str, Any]:
     """sentence-transformers alone: one `encode` call per query, with the product's query prompt."""
     for q in warm:
         model.encode([q], prompt=prompt)
@@ -82,7 +89,13 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def drive(url: str, queries: Sequence[str], clients: int, paired: Any = None, pid: int | None = None) -> dict[str, Any]:
+def drive(
+    url: str,
+    queries: Sequence[str],
+    clients: int,
+    paired: Callable[[str], object] | None = None,
+    pid: int | None = None,
+) -> dict[str, Any]:
     """`clients` concurrent clients, each with its own connection, sending GET /search until the queries run out.
 
     The clients are tasks on one event loop (as in `tools/load.py`), not threads: on two cores shared with the
@@ -142,7 +155,7 @@ def over_http(
     per_level: dict[int, int],
     port: int,
     log: Path,
-    raw_encode: Any = None,
+    raw_encode: Callable[[str], object] | None = None,
 ) -> dict[str, Any]:
     """Each level of concurrency in turn against one server; at 1 client, `raw_encode(q)` alternates with requests."""
     out: dict[str, Any] = {"levels": []}

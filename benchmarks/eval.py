@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.eval_report import render
+from benchmarks.ir_metrics import distinct, score
 from benchmarks.machine import load_average, machine_info
-from benchmarks.metrics import distinct, score
 from benchmarks.xquad import EVAL_LANGS, Question, XQuAD, lang_of, load, write_corpus
 from search.config import Settings
 from search.model.embedders import Embedder

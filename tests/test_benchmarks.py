@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.metrics import distinct, mrr, ndcg, recall, score
+from benchmarks.ir_metrics import distinct, mrr, ndcg, recall, score
 from benchmarks.xquad import article_id, load
 
 ROOT = Path(__file__).resolve().parents[1]

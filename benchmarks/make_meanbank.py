@@ -1,4 +1,4 @@
-"""`python -m benchmarks.meanbank`: the default model's mean bank from the XQuAD paragraphs (all 12 languages).
+"""`python -m benchmarks.make_meanbank`: the default model's mean bank from the XQuAD paragraphs (all 12 languages).
 
 It writes `search/index/data/meanbanks/<fingerprint>.npz`, which ships in the package. `--paragraphs 120:240` takes a
 slice of the paragraphs only, for a held-out check: a bank from paragraphs 120-239 evaluated on paragraphs 0-119

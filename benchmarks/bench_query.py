@@ -18,7 +18,8 @@ import numpy as np
 
 from benchmarks.machine import rss_mb
 from benchmarks.xquad import ALL_LANGS, load
-from search.service import SearchQuery, SearchService
+from search.records import SearchQuery
+from search.service import SearchService
 from tools._server import running_server
 
 if TYPE_CHECKING:
@@ -58,12 +59,12 @@ def in_process(
     svc: SearchService, warm: Sequence[str], single: Sequence[str], batched: Sequence[str], batch: int
 ) -> dict[str, Any]:
     for q in warm:
-        svc.search(SearchQuery(q, 10))
-    latencies = timed(lambda q: svc.search(SearchQuery(q, 10)), single)
-    repeated = timed(lambda q: svc.search(SearchQuery(q, 10)), single[: max(1, len(single) // 4)])
+        svc.search(SearchQuery(q, k=10))
+    latencies = timed(lambda q: svc.search(SearchQuery(q, k=10)), single)
+    repeated = timed(lambda q: svc.search(SearchQuery(q, k=10)), single[: max(1, len(single) // 4)])
     start = time.perf_counter()
     for i in range(0, len(batched), batch):
-        svc.search_many([SearchQuery(q, 10) for q in batched[i : i + batch]])
+        svc.search_many([SearchQuery(q, k=10) for q in batched[i : i + batch]])
     batched_s = time.perf_counter() - start
     seq = percentiles(latencies)
     return {

@@ -27,7 +27,8 @@ from benchmarks.machine import load_average, machine_info
 from benchmarks.xquad import EVAL_LANGS, Question, XQuAD, lang_of, load, write_corpus
 from search.config import Settings
 from search.model.embedders import Embedder
-from search.service import SearchQuery, SearchResult, SearchService
+from search.records import MODES, Mode, SearchQuery, SearchResult
+from search.service import SearchService
 
 log = logging.getLogger("benchmarks.eval")
 
@@ -92,11 +93,11 @@ def pools(langs: Sequence[str]) -> list[Pool]:
     return out
 
 
-def ask(svc: SearchService, questions: Sequence[Question], batch: int, mode: str | None) -> list[SearchResult]:
+def ask(svc: SearchService, questions: Sequence[Question], batch: int, mode: Mode | None) -> list[SearchResult]:
     results: list[SearchResult] = []
     for start in range(0, len(questions), batch):
         chunk = questions[start : start + batch]
-        results.extend(svc.search_many([SearchQuery(q.text, K_FETCH, mode=mode) for q in chunk]))
+        results.extend(svc.search_many([SearchQuery(q.text, k=K_FETCH, mode=mode) for q in chunk]))
     return results
 
 
@@ -111,7 +112,7 @@ def evaluate_pool(
     xq: XQuAD,
     centering: bool,
     batch: int,
-    mode: str | None,
+    mode: Mode | None,
     query_langid: dict[str, float],
 ) -> list[dict[str, Any]]:
     rows = []
@@ -162,7 +163,7 @@ def passage_langid(svc: SearchService) -> dict[str, Any]:
 
 
 def run(
-    langs: Sequence[str], limit: int | None, out: Path, batch: int = 64, mode: str | None = "dense"
+    langs: Sequence[str], limit: int | None, out: Path, batch: int = 64, mode: Mode | None = "dense"
 ) -> dict[str, Any]:
     started = time.perf_counter()
     info = machine_info()
@@ -216,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--mode",
         default="dense",
+        choices=[*MODES, "default"],
         help="ranking: dense (the embeddings, where centering acts), lexical, hybrid, or 'default' for the "
         "service's SEARCH_DEFAULT_MODE [default: %(default)s]",
     )
@@ -225,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
-    mode = None if args.mode == "default" else args.mode
+    mode: Mode | None = None if args.mode == "default" else args.mode
     results = run(langs, args.limit, args.out, args.batch, mode)
     (args.out / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     markdown = render(results)

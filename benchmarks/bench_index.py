@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.xquad import ALL_LANGS, load, write_corpus
 from search.config import Settings
+from search.ingest.chunking import ChunkerSettings, chunk_article
+from search.ingest.corpus import read_corpus
+from search.model.embedders import resolve_model
 from search.service import SearchService
 
 if TYPE_CHECKING:
@@ -29,9 +32,6 @@ def fresh_service(index_dir: Path) -> SearchService:
 
 def passage_texts(svc: SearchService, corpus: Sequence[Path]) -> list[str]:
     """The passages the product's build will embed (its own reader and chunker), for the raw encode."""
-    from search.ingest.chunking import ChunkerSettings, chunk_article
-    from search.ingest.corpus import read_corpus
-
     settings = ChunkerSettings(max_tokens=svc.embedder.max_tokens)
     articles = read_corpus(list(corpus)).articles
     return [c.text for a in articles for c in chunk_article(a.text, svc.embedder.count_tokens, settings)]
@@ -53,8 +53,6 @@ def raw_model(settings: Settings) -> SentenceTransformer:
     """The same model folder loaded by sentence-transformers directly, on the product's thread count."""
     import torch
     from sentence_transformers import SentenceTransformer
-
-    from search.model.embedders import resolve_model
 
     torch.set_num_threads(settings.threads)
     return SentenceTransformer(str(resolve_model(settings.model, settings.cache_dir)), device="cpu")

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.bench_query import percentiles
+from search.index import vectors as vectorindex
+from search.index.vectors import KINDS
 
 DIM = 384
 K = 10
@@ -60,8 +62,6 @@ def serialized_bytes(index: Any) -> int:
 
 
 def one_by_one(index: Any, xq: np.ndarray, params: dict[str, Any]) -> dict[str, Any]:
-    from search.index import vectors as vectorindex
-
     ms = []
     for row in xq:
         start = time.perf_counter()
@@ -71,8 +71,6 @@ def one_by_one(index: Any, xq: np.ndarray, params: dict[str, Any]) -> dict[str, 
 
 
 def bench_kind(kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, single: int) -> dict[str, Any]:
-    from search.index import vectors as vectorindex
-
     start = time.perf_counter()
     built = vectorindex.build_vector_index(xb, np.arange(len(xb)), vectorindex.default_plan(kind, *xb.shape))
     build = time.perf_counter() - start
@@ -97,8 +95,6 @@ def bench_kind(kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, sin
 def bench_vectors(
     sizes: list[int], nq: int, single: int, kinds: list[str] | None = None, seed: int = 0
 ) -> list[dict[str, Any]]:
-    from search.index.vectors import KINDS
-
     results = []
     for n in sizes:
         rng = np.random.default_rng(seed)

@@ -73,6 +73,11 @@ class VectorIndexOptions:
     target_recall: float = 0.95
 
 
+def _row_in(n: int) -> str:
+    """`row IN (?, ...)` for n parameters (SQLite takes up to 32,766: far more than a page of candidates)."""
+    return f"row IN ({','.join('?' * n)})"
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -280,7 +285,7 @@ class Store:
         if not rows or not langs:
             return set()
         cur = self._db().execute(
-            f"SELECT row FROM passages WHERE row IN ({','.join('?' * len(rows))}) "
+            f"SELECT row FROM passages WHERE {_row_in(len(rows))} "
             f"AND lang IN ({','.join('?' * len(langs))})",
             [*rows, *langs],
         )
@@ -318,7 +323,7 @@ class Store:
     def _langs_at(self, rows: np.ndarray) -> list[str]:
         found = dict(
             self._db().execute(
-                f"SELECT row, lang FROM passages WHERE row IN ({','.join('?' * len(rows))})", [int(r) for r in rows]
+                f"SELECT row, lang FROM passages WHERE {_row_in(len(rows))}", [int(r) for r in rows]
             )
         )
         return [found[int(r)] for r in rows]
@@ -343,7 +348,7 @@ class Store:
         if not rows:
             return {}
         cur = self._db().execute(
-            f"SELECT row, passage_id, article_id FROM passages WHERE row IN ({','.join('?' * len(rows))})", rows
+            f"SELECT row, passage_id, article_id FROM passages WHERE {_row_in(len(rows))}", rows
         )
         return {row: PassageKey(pid, aid) for row, pid, aid in cur}
 
@@ -352,7 +357,7 @@ class Store:
         if not rows:
             return {}
         cur = self._db().execute(
-            f"SELECT row, {_PASSAGE_COLS} FROM passages WHERE row IN ({','.join('?' * len(rows))})", rows
+            f"SELECT row, {_PASSAGE_COLS} FROM passages WHERE {_row_in(len(rows))}", rows
         )
         return {r[0]: Passage(*r[1:]) for r in cur}
 

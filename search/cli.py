@@ -187,50 +187,29 @@ class _Bars:
             self.bar = None
 
 
+# The report's options, defaults and help are listed once, in ReportOptions.
+_help, _default = ReportOptions.help, ReportOptions.default
+
+
 @app.command()
 def report(
     out: Annotated[Path, typer.Option("--out", help="folder for pairs.csv, groups.json, articles.csv, report.html")],
     index: IndexOpt = None,
-    threshold: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--threshold",
-            help="cosine for 'related' pairs: 0.5 for every language pair or en-zh=0.45 for one (repeatable) "
-            "[default: calibrated per language pair]",
-        ),
-    ] = None,
-    k: Annotated[int, typer.Option("--k", "-k", help="nearest neighbours per passage and language")] = 10,
-    articles: Annotated[
-        list[str] | None, typer.Option("--articles", "--article", help="only these article ids (repeatable)")
-    ] = None,
-    langs: Annotated[
-        list[str] | None, typer.Option("--langs", "--lang", help="only these languages (repeatable)")
-    ] = None,
-    align: Annotated[
-        tuple[str, str] | None,
-        typer.Option(
-            "--align",
-            help="align two articles paragraph by paragraph: ARTICLE or ARTICLE@LANG, e.g. --align story@en story@zh",
-        ),
-    ] = None,
+    threshold: Annotated[list[str] | None, typer.Option("--threshold", help=_help("thresholds"))] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help=_help("k"))] = _default("k"),
+    articles: Annotated[list[str] | None, typer.Option("--articles", "--article", help=_help("articles"))] = None,
+    langs: Annotated[list[str] | None, typer.Option("--langs", "--lang", help=_help("langs"))] = None,
+    align: Annotated[tuple[str, str] | None, typer.Option("--align", help=_help("align"))] = None,
     within_article: Annotated[
-        bool | None,
-        typer.Option(
-            "--within-article/--across-articles",
-            help="also pair passages of the same article [default: only when the selection holds one article]",
-        ),
+        bool | None, typer.Option("--within-article/--across-articles", help=_help("within_article"))
     ] = None,
-    fdr: Annotated[float, typer.Option(help="target false discovery rate of 'translation' labels")] = 0.05,
-    related_quantile: Annotated[
-        float, typer.Option(help="calibrated 'related' threshold: this quantile of random-pair cosines")
-    ] = 0.999,
-    dup_threshold: Annotated[float, typer.Option(help="cosine for 'near-duplicate' (same language)")] = 0.9,
-    length_ratio: Annotated[float, typer.Option(help="translations' length ratio tolerance (x the usual ratio)")] = 2.0,
-    approximate: Annotated[
-        bool, typer.Option("--approximate", help="IVF search per language (states its measured recall)")
-    ] = False,
-    batch_size: Annotated[int, typer.Option(help="query passages per batch (bounds memory)")] = 2048,
-    top: Annotated[int, typer.Option(help="pairs per label listed in report.html")] = 100,
+    fdr: Annotated[float, typer.Option(help=_help("fdr"))] = _default("fdr"),
+    related_quantile: Annotated[float, typer.Option(help=_help("related_quantile"))] = _default("related_quantile"),
+    dup_threshold: Annotated[float, typer.Option(help=_help("dup_threshold"))] = _default("dup_threshold"),
+    length_ratio: Annotated[float, typer.Option(help=_help("length_ratio"))] = _default("length_ratio"),
+    approximate: Annotated[bool, typer.Option("--approximate", help=_help("approximate"))] = False,
+    batch_size: Annotated[int, typer.Option(help=_help("batch_size"))] = _default("batch_size"),
+    top: Annotated[int, typer.Option(help=_help("top"))] = _default("top"),
     as_json: Annotated[bool, typer.Option("--json", help="print summary.json as the last line")] = False,
 ) -> None:
     """Near-duplicates, translations and related passages across articles and languages: CSV, JSON and HTML."""

@@ -394,3 +394,15 @@ def test_seed_pairs_chinese_paragraphs_with_the_english_they_translate(service, 
     with (tmp_path / "alignment.csv").open(encoding="utf-8") as fh:
         aligned = [r for r in csv.DictReader(fh) if r["kind"] != "only A" and r["kind"] != "only B"]
     assert any("Putin views" in r["a_text"] and "普京把俄美关系视为" in r["b_text"] for r in aligned)
+
+
+def test_the_api_and_the_command_line_take_their_report_defaults_from_report_options() -> None:
+    from typer.testing import CliRunner
+
+    from search.cli import app
+    from search.serve.reports import ReportRequest
+
+    assert ReportRequest().options() == ReportOptions()
+    assert ReportRequest.model_fields["fdr"].description == ReportOptions.help("fdr")
+    shown = CliRunner().invoke(app, ["report", "--help"], env={"COLUMNS": "400"}).stdout
+    assert ReportOptions.help("related_quantile") in shown and "[default: 0.999]" in shown

@@ -285,8 +285,7 @@ class Store:
         if not rows or not langs:
             return set()
         cur = self._db().execute(
-            f"SELECT row FROM passages WHERE {_row_in(len(rows))} "
-            f"AND lang IN ({','.join('?' * len(langs))})",
+            f"SELECT row FROM passages WHERE {_row_in(len(rows))} AND lang IN ({','.join('?' * len(langs))})",
             [*rows, *langs],
         )
         return {r[0] for r in cur}
@@ -322,9 +321,7 @@ class Store:
 
     def _langs_at(self, rows: np.ndarray) -> list[str]:
         found = dict(
-            self._db().execute(
-                f"SELECT row, lang FROM passages WHERE {_row_in(len(rows))}", [int(r) for r in rows]
-            )
+            self._db().execute(f"SELECT row, lang FROM passages WHERE {_row_in(len(rows))}", [int(r) for r in rows])
         )
         return [found[int(r)] for r in rows]
 
@@ -347,18 +344,14 @@ class Store:
         """Ids of the passages at `rows`: all that ranking needs, without reading their text."""
         if not rows:
             return {}
-        cur = self._db().execute(
-            f"SELECT row, passage_id, article_id FROM passages WHERE {_row_in(len(rows))}", rows
-        )
+        cur = self._db().execute(f"SELECT row, passage_id, article_id FROM passages WHERE {_row_in(len(rows))}", rows)
         return {row: PassageKey(pid, aid) for row, pid, aid in cur}
 
     def passages_at(self, rows: Iterable[int]) -> dict[int, Passage]:
         rows = list(rows)
         if not rows:
             return {}
-        cur = self._db().execute(
-            f"SELECT row, {_PASSAGE_COLS} FROM passages WHERE {_row_in(len(rows))}", rows
-        )
+        cur = self._db().execute(f"SELECT row, {_PASSAGE_COLS} FROM passages WHERE {_row_in(len(rows))}", rows)
         return {r[0]: Passage(*r[1:]) for r in cur}
 
     def passage(self, passage_id: str) -> Passage:

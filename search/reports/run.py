@@ -12,8 +12,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -47,23 +48,44 @@ def parse_thresholds(specs: Sequence[str]) -> dict[str, float]:
     return out
 
 
+def _option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class ReportOptions:
-    """What to compare and how; `within_article=None` compares within an article only when one article is selected."""
+    """What to compare and how: the one list of report options, with their defaults and help, which the command
+    line (`search report`) and the API (`POST /reports`) read."""
 
-    k: int = 10
-    thresholds: tuple[str, ...] = ()
-    articles: tuple[str, ...] = ()
-    langs: tuple[str, ...] = ()
-    within_article: bool | None = None
-    align: tuple[str, str] | None = None
-    related_quantile: float = 0.999
-    dup_threshold: float = 0.9
-    fdr: float = 0.05
-    length_ratio: float = 2.0
-    batch_size: int = 2048
-    approximate: bool = False
-    top: int = 100
+    k: int = _option(10, "nearest neighbours per passage and language, 2..100")
+    thresholds: tuple[str, ...] = _option(
+        (),
+        "cosine for 'related' pairs: 0.5 for every language pair or en-zh=0.45 for one (repeatable); "
+        "none: calibrated per language pair",
+    )
+    articles: tuple[str, ...] = _option((), "only these article ids (repeatable)")
+    langs: tuple[str, ...] = _option((), "only these languages (repeatable)")
+    within_article: bool | None = _option(
+        None, "also pair passages of the same article; default: only when the selection holds one article"
+    )
+    align: tuple[str, str] | None = _option(
+        None, "align two articles paragraph by paragraph: ARTICLE or ARTICLE@LANG, e.g. story@en story@zh"
+    )
+    related_quantile: float = _option(0.999, "calibrated 'related' threshold: this quantile of random-pair cosines")
+    dup_threshold: float = _option(0.9, "cosine for 'near-duplicate' (same language)")
+    fdr: float = _option(0.05, "target false discovery rate of 'translation' labels")
+    length_ratio: float = _option(2.0, "translations' length ratio tolerance (x the usual ratio)")
+    batch_size: int = _option(2048, "query passages per batch (bounds memory)")
+    approximate: bool = _option(False, "IVF search per language (the summary states its measured recall)")
+    top: int = _option(100, "pairs per label listed in report.html")
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        return {f.name: f.default for f in fields(cls)}[name]
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return str({f.name: f.metadata["help"] for f in fields(cls)}[name])
 
     def validate(self) -> None:
         checks = (

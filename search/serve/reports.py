@@ -31,29 +31,25 @@ _MEDIA = {".csv": "text/csv; charset=utf-8", ".json": "application/json", ".html
 _STATE_LOCK = threading.Lock()
 
 
-class ReportRequest(BaseModel):
-    """What to compare; every field is optional."""
+def _field(name: str) -> Any:
+    return Field(ReportOptions.default(name), description=ReportOptions.help(name))
 
-    k: int = Field(10, description="nearest neighbours per passage and language, 2..100")
-    threshold: list[str] = Field(
-        default_factory=list,
-        description="cosine for 'related' pairs: '0.5' for every language pair or 'en-zh=0.45' for one; "
-        "empty = calibrated per language pair",
-    )
-    articles: list[str] = Field(default_factory=list, description="only these article ids")
-    langs: list[str] = Field(default_factory=list, description="only these languages")
-    within_article: bool | None = Field(
-        None, description="also pair passages of one article; default: only when one article is selected"
-    )
-    align: list[str] | None = Field(
-        None, min_length=2, max_length=2, description="two articles to align: ARTICLE or ARTICLE@LANG"
-    )
-    fdr: float = Field(0.05, description="target false discovery rate of 'translation' labels")
-    related_quantile: float = Field(0.999, description="calibrated 'related' threshold: quantile of random pairs")
-    dup_threshold: float = Field(0.9, description="cosine for 'near-duplicate' (same language)")
-    length_ratio: float = Field(2.0, description="translations' length ratio tolerance")
-    approximate: bool = Field(False, description="IVF search per language; the summary states its measured recall")
-    top: int = Field(100, description="pairs per label listed in report.html")
+
+class ReportRequest(BaseModel):
+    """What to compare; every field is optional (defaults and descriptions: `ReportOptions`)."""
+
+    k: int = _field("k")
+    threshold: list[str] = Field(default_factory=list, description=ReportOptions.help("thresholds"))
+    articles: list[str] = Field(default_factory=list, description=ReportOptions.help("articles"))
+    langs: list[str] = Field(default_factory=list, description=ReportOptions.help("langs"))
+    within_article: bool | None = _field("within_article")
+    align: list[str] | None = Field(None, min_length=2, max_length=2, description=ReportOptions.help("align"))
+    fdr: float = _field("fdr")
+    related_quantile: float = _field("related_quantile")
+    dup_threshold: float = _field("dup_threshold")
+    length_ratio: float = _field("length_ratio")
+    approximate: bool = _field("approximate")
+    top: int = _field("top")
 
     def options(self) -> ReportOptions:
         return ReportOptions(

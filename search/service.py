@@ -126,7 +126,8 @@ class SearchService:
         `mean_bank=auto` reads."""
         if not texts.is_file():
             raise BadInput(f"{texts}: no such file")
-        bank = compute_bank(self.embedder, read_texts(texts), source=texts.name)
+        by_lang = read_texts(texts)  # a bad line is reported before the model loads
+        bank = compute_bank(self.embedder, by_lang, source=texts.name)
         target = out or cache_path(self.settings.cache_dir, self.embedder.fingerprint)
         bank.save(target)
         return target, bank

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-from tools._server import free_port, running_server
-
-__all__ = ["free_port", "serving"]
-
-ROOT = Path(__file__).resolve().parents[1]
-SEEDS = ROOT / "seeds"
+from tests.helpers import SEEDS, serving
 
 
 @pytest.fixture(scope="session")
@@ -33,15 +26,6 @@ def service(settings):  # type: ignore[no-untyped-def]
     svc.build([SEEDS])
     svc.load()
     return svc
-
-
-@contextmanager
-def serving(index_dir: Path, cache_dir: Path, log_dir: Path) -> Iterator[str]:
-    """A real `search serve` process (uvicorn) on `index_dir`, on a free loopback port; stopped on exit."""
-    with running_server(
-        index_dir, {"SEARCH_CACHE_DIR": str(cache_dir)}, wait=180, log_path=log_dir / "server.log"
-    ) as served:
-        yield served.url
 
 
 @pytest.fixture(scope="session")

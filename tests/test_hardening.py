@@ -32,8 +32,8 @@ from search.serve.app import create_app
 from search.serve.guards import ADMIN, READ, ApiKeys, GuardConfig, check_bind, install_guards, required_scope
 from search.serve.schemas import BatchRequest, SearchRequest
 from search.service import SearchService
-from tests.conftest import free_port
 from tests.fakes import FakeEmbedder
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 READ_KEY = "read-key-0123456789abcdef"

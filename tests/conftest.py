@@ -1,4 +1,5 @@
-"""Shared fixtures: the real model (session-wide), a seed index, and a real uvicorn server on it."""
+"""Shared fixtures: the real model (session-wide), a seed index, a real uvicorn server on it, and a small
+fake-embedded service (per module)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import SEEDS, serving
+from tests.helpers import SEEDS, serving, small_service
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +35,9 @@ def server_url(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     s = service.settings
     with serving(s.index_dir, s.cache_dir, tmp_path_factory.mktemp("server")) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def fake_service(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Two short articles (en, ru) indexed with the fake embedder: the real app's plumbing, without the model."""
+    return small_service(tmp_path_factory.mktemp("guarded"))

@@ -35,9 +35,9 @@ def full_hit() -> Hit:
 def test_a_query_takes_only_its_text_by_position() -> None:
     assert SearchQuery("x", k=5).k == 5
     with pytest.raises(TypeError):
-        SearchQuery("x", 5)  # type: ignore[misc]
+        SearchQuery("x", 5)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
-        SearchQuery("x", 5, ["en"])  # type: ignore[misc]
+        SearchQuery("x", 5, ["en"])  # type: ignore[call-arg]
 
 
 def test_a_hit_serializes_to_exactly_the_fields_of_the_api_model() -> None:

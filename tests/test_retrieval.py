@@ -165,7 +165,7 @@ def test_grouping_by_article_keeps_each_articles_best_passage_and_counts_its_can
 
     articles = [h.passage.article_id for h in grouped]
     assert sorted(articles) == sorted(ARTICLES)  # one hit per article
-    best = {}
+    best: dict[str, str] = {}
     for h in ranked:
         best.setdefault(h.passage.article_id, h.passage.passage_id)
     assert ids(grouped) == [best[a] for a in articles]

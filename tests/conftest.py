@@ -1,19 +1,13 @@
-"""Shared fixtures: the real model (session-wide), a seed index, and a real uvicorn server on it."""
+"""Shared fixtures: the real model (session-wide), a seed index, a real uvicorn server on it, and a small
+fake-embedded service (per module)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-from tools._server import free_port, running_server
-
-__all__ = ["free_port", "serving"]
-
-ROOT = Path(__file__).resolve().parents[1]
-SEEDS = ROOT / "seeds"
+from tests.helpers import SEEDS, serving, small_service
 
 
 @pytest.fixture(scope="session")
@@ -35,18 +29,15 @@ def service(settings):  # type: ignore[no-untyped-def]
     return svc
 
 
-@contextmanager
-def serving(index_dir: Path, cache_dir: Path, log_dir: Path) -> Iterator[str]:
-    """A real `search serve` process (uvicorn) on `index_dir`, on a free loopback port; stopped on exit."""
-    with running_server(
-        index_dir, {"SEARCH_CACHE_DIR": str(cache_dir)}, wait=180, log_path=log_dir / "server.log"
-    ) as served:
-        yield served.url
-
-
 @pytest.fixture(scope="session")
 def server_url(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A real `search serve` process (uvicorn) on the seed index, on a free loopback port."""
     s = service.settings
     with serving(s.index_dir, s.cache_dir, tmp_path_factory.mktemp("server")) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def fake_service(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Two short articles (en, ru) indexed with the fake embedder: the real app's plumbing, without the model."""
+    return small_service(tmp_path_factory.mktemp("guarded"))

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import serving
+from tests.helpers import serving
 
 pytestmark = pytest.mark.model
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,9 @@ from search.ingest.corpus import (
     read_corpus,
     read_file,
 )
+from tests.helpers import jsonl, write
 
 SEEDS = Path(__file__).parents[1] / "seeds"
-
-
-def write(path: Path, content: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, str):
-        path.write_bytes(content.encode("utf-8"))
-    else:
-        path.write_bytes(content)
-    return path
-
-
-def jsonl(*rows: object) -> str:
-    return "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows)
 
 
 def test_txt_file_named_directly_gets_its_file_name_as_id_and_stem_as_title(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from search.ingest.corpus import (
     read_corpus,
     read_file,
 )
-from tests.test_corpus import jsonl, write
+from tests.helpers import jsonl, write
 
 
 def test_a_file_over_the_size_cap_is_skipped_and_the_rest_read(tmp_path: Path) -> None:

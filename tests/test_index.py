@@ -17,6 +17,7 @@ from search.ingest.language import LanguageDetector
 from search.records import SearchQuery
 from search.service import SearchService
 from tests.fakes import FakeEmbedder
+from tests.helpers import make_service
 
 ARTICLES = {
     "en.txt": "Cats are small domestic animals.\n\nThey like to sleep in the sun for most of the day.\n",
@@ -37,11 +38,6 @@ def corpus(tmp_path: Path) -> Path:
     for name, text in ARTICLES.items():
         (root / name).write_text(text, encoding="utf-8")
     return root
-
-
-def make_service(tmp_path: Path, detector: LanguageDetector, **overrides: object) -> SearchService:
-    settings = Settings(model="fake-model", index_dir=tmp_path / "index", cache_dir=tmp_path / "cache", **overrides)
-    return SearchService(settings, embedder=FakeEmbedder(), detector=detector)
 
 
 def test_build_publishes_passages_with_offsets_languages_and_manifest(tmp_path, corpus, detector) -> None:

@@ -23,8 +23,8 @@ from search.ingest.language import LanguageDetector
 from search.records import Article, SearchQuery
 from search.serve.app import create_app
 from search.service import SearchService
-from tests.conftest import free_port
 from tests.fakes import FakeEmbedder
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from search.index.centering import Centering
 from search.index.meanbank import MIN_TEXTS, MeanBank, cache_path, compute_bank, find_bank, read_texts
 from search.ingest.language import LanguageDetector
 from tests.fakes import FakeEmbedder
-from tests.test_index import make_service
+from tests.helpers import make_service
 
 DIM = 16
 # Language identity as a fixed direction per language, on top of a topic shared across languages.

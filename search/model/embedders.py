@@ -61,7 +61,15 @@ def resolve_model(model: str, cache_dir: Path) -> Path | str:
     if model == DEFAULT_MODEL:
         return restore_default_model(cache_dir / "models")
     path = Path(model).expanduser()
-    return path if path.exists() else model
+    if path.exists():
+        return path
+    # A hub id is "name" or "org/name": one that starts like a path is a folder that is not there.
+    if model.startswith(("/", ".", "~")):
+        raise ModelUnavailable(
+            f"no model folder at {path}: give an existing sentence-transformers folder or a hub name "
+            "(SEARCH_MODEL or --model)"
+        )
+    return model
 
 
 def _folder_fingerprint(folder: Path) -> str:

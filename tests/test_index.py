@@ -181,7 +181,7 @@ def test_centering_subtracts_language_means_and_falls_back_to_the_global_mean() 
 def test_metadata_and_date_filters_from_jsonl(tmp_path, detector) -> None:
     rows = [
         {"id": "a", "text": "Cats sleep in the sun.", "published": "2024-01-05", "source": "Reuters"},
-        {"id": "b", "text": "Cats chase mice at night.", "published": "2025-03-01", "source": "AP"},
+        {"id": "b", "text": "Cats chase mice at night.", "published": "2025-03-01T10:00:00+01:00", "source": "AP"},
         {"id": "c", "text": "Cats purr when happy.", "published": "2025-07-09", "source": "Reuters"},
     ]
     corpus = tmp_path / "news.jsonl"
@@ -194,7 +194,8 @@ def test_metadata_and_date_filters_from_jsonl(tmp_path, detector) -> None:
 
     assert ids() == {"a", "b", "c"}
     assert ids(published_after="2025-01-01") == {"b", "c"}
-    assert ids(published_before="2025-03-01") == {"a", "b"}
+    assert ids(published_before="2025-03-01") == {"a", "b"}  # the day bound holds a time on that day
+    assert ids(published_after="2025-03-01", published_before="2025-03-01") == {"b"}
     assert ids(metadata={"source": "Reuters"}) == {"a", "c"}
     assert ids(metadata={"source": "Reuters"}, published_after="2025-01-01") == {"c"}
     assert ids(metadata={"source": "nobody"}) == set()

@@ -263,11 +263,13 @@ class Store:
             if values:
                 clauses.append(f"{col} IN ({','.join('?' * len(values))})")
                 args.extend(values)
+        # Bounds are days (YYYY-MM-DD, checked by search.query.validation), inclusive: an article published at
+        # 2025-03-01T10:00 is on or before 2025-03-01, so only the day part of `published` is compared.
         if filters.published_after:
-            clauses.append("json_extract(a.metadata, '$.published') >= ?")
+            clauses.append("substr(json_extract(a.metadata, '$.published'), 1, 10) >= ?")
             args.append(filters.published_after)
         if filters.published_before:
-            clauses.append("json_extract(a.metadata, '$.published') <= ?")
+            clauses.append("substr(json_extract(a.metadata, '$.published'), 1, 10) <= ?")
             args.append(filters.published_before)
         for key, value in filters.metadata.items():
             if not key.replace("_", "").isalnum():

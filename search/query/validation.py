@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import date
 
 from search.config import Settings
 from search.errors import BadInput
@@ -10,6 +11,7 @@ from search.records import MODES, SearchQuery
 
 MAX_OFFSET = 10_000
 MAX_CONTEXT = 10
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def check_k(k: int, max_k: int, name: str = "k") -> None:
@@ -32,10 +34,13 @@ def validate(q: SearchQuery, settings: Settings) -> None:
         raise BadInput(f"context: {q.context} is outside 0..{MAX_CONTEXT}")
     if q.group_by not in (None, "article"):
         raise BadInput(f"group_by: {q.group_by!r}; the only grouping is 'article'")
-    # Date bounds are compared as text with `published`, so "May 2025" would filter silently wrong.
+    # Date bounds are days, compared as text with the day part of `published` (search/index/store.py), so any
+    # other form ("May 2025", or ISO's own 20250301 and 2025-W10) would filter silently wrong.
     for name, value in (("published_after", q.published_after), ("published_before", q.published_before)):
         if value:
             try:
-                datetime.fromisoformat(value)
+                if not _DAY.fullmatch(value):
+                    raise ValueError(value)
+                date.fromisoformat(value)
             except ValueError:
-                raise BadInput(f"{name}: {value!r} is not an ISO date; give YYYY-MM-DD, e.g. 2025-03-01") from None
+                raise BadInput(f"{name}: {value!r} is not a date; give YYYY-MM-DD, e.g. 2025-03-01") from None

@@ -7,7 +7,8 @@ SearchError                  any problem a user can act on; its message says wha
 ├── IndexMismatch            the index was built with another model or settings
 ├── IndexCorrupt             an index file is unreadable or fails its checksum
 ├── ModelUnavailable         the embedding model cannot be loaded or prepared
-└── NotFound                 an id (passage, article) that the index does not hold
+├── NotFound                 an id (passage, article) that the index does not hold
+└── Forbidden                a write while writes are off, or a key without the scope a route needs
 """
 
 

@@ -243,3 +243,25 @@ def test_preparing_a_model_from_a_missing_path_says_the_folder_is_not_there(tmp_
     missing = tmp_path / "no-such-model"
     with pytest.raises(ModelUnavailable, match="no model folder at .*no-such-model"):
         SearchService(Settings(model=str(missing), cache_dir=tmp_path)).prepare_model()
+
+
+def test_more_like_this_fills_k_from_other_articles_however_long_the_source_article(
+    tmp_path: Path, detector: LanguageDetector
+) -> None:
+    """An article of many near-copies of one paragraph crowds every nearest slot: the other article's passages
+    still make the k hits when the source article is left out."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "long.txt").write_text(
+        "\n\n".join(f"Cats sleep in the warm sun, day {i}." for i in range(80)) + "\n", encoding="utf-8"
+    )
+    (corpus / "other.txt").write_text(
+        "Dogs bark at strangers.\n\nBirds sing at dawn.\n\nFish swim in the sea.\n", encoding="utf-8"
+    )
+    svc = make_service(tmp_path, detector, query_batch_ms=0)
+    svc.build([corpus])
+    source = next(p for p in svc.load().all_passages() if p.article_id == "long.txt")
+
+    hits = svc.similar_passages(source.passage_id, k=3)
+
+    assert [h.passage.article_id for h in hits] == ["other.txt"] * 3

@@ -6,15 +6,14 @@ from search.index.store import Store
 from search.query.ranking import order, single, tie_key
 from search.records import ArticleMatch, Hit
 
-# Candidates fetched beyond k, so that dropping the source article's own passages still leaves k.
-SAME_ARTICLE_SLACK = 50
-
 
 def similar_passages(store: Store, passage_id: str, k: int, exclude_same_article: bool = True) -> list[Hit]:
     """The passages nearest to a passage, in any language, ranked like a dense search (ties by passage id)."""
     row = store.row_of(passage_id)
     source = store.keys_at([row])[row]
-    found = store.search(store.vectors_at([row])[0], k + 1 + (SAME_ARTICLE_SLACK if exclude_same_article else 0))
+    # At most this many neighbours are dropped: the passage itself or, when excluded, all of its article.
+    dropped = len(store.article_rows(source.article_id)) if exclude_same_article else 1
+    found = store.search(store.vectors_at([row])[0], k + dropped)
     keys = store.keys_at([r for r, _ in found])
     keep = [
         (r, s) for r, s in found if r != row and not (exclude_same_article and keys[r].article_id == source.article_id)

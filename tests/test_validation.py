@@ -82,9 +82,9 @@ def test_the_first_field_out_of_bounds_is_the_one_named() -> None:
         validate(query(k=0, offset=-1, context=-1), SETTINGS)
 
 
-def test_check_k_names_the_parameter_it_checks() -> None:
+def test_check_k_names_k_and_its_bounds() -> None:
     check_k(10, 10)
     with pytest.raises(BadInput, match=r"^k: 11 is outside 1\.\.10"):
         check_k(11, 10)
-    with pytest.raises(BadInput, match=r"^neighbours: 0 is outside 1\.\.10"):
-        check_k(0, 10, name="neighbours")
+    with pytest.raises(BadInput, match=r"^k: 0 is outside 1\.\.10"):
+        check_k(0, 10)

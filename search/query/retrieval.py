@@ -86,10 +86,14 @@ class Retriever:
             return fuse_in_language(dense, lists["lexical"], same | {r for r, _ in lists["lexical"]}, weights, s.rrf_k)
         return single(mode, lists.get(mode, []))
 
+    def mode(self, q: SearchQuery) -> Mode:
+        """How `q` is ranked: its own mode, or the configured default."""
+        return q.mode or self.settings.default_mode
+
     def run(self, q: SearchQuery, guess: LanguageGuess, vector: np.ndarray | None) -> list[Hit]:
-        """The page of hits for `q` (its mode, or the configured default); `vector` is the query's raw vector."""
+        """The page of hits for `q`, ranked by `mode(q)`; `vector` is the query's raw vector."""
         store = self.store
-        mode = q.mode or self.settings.default_mode
+        mode = self.mode(q)
         xq = store.centering.query(vector, guess.confidences) if vector is not None else None
         rows = store.rows_matching(q.filters())
         cands = self.candidates(q, mode, guess, xq, rows)

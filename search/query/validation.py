@@ -14,9 +14,9 @@ MAX_CONTEXT = 10
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def check_k(k: int, max_k: int, name: str = "k") -> None:
+def check_k(k: int, max_k: int) -> None:
     if not 1 <= k <= max_k:
-        raise BadInput(f"{name}: {k} is outside 1..{max_k}")
+        raise BadInput(f"k: {k} is outside 1..{max_k}")
 
 
 def validate(q: SearchQuery, settings: Settings) -> None:

@@ -38,7 +38,9 @@ class QueryEncoder:
     ) -> None:
         self._embedder = embedder
         self._cache_size = cache_size
-        self._batch = (batch_ms / 1000, batch_max, batch_wait_idle)
+        self._window = batch_ms / 1000
+        self._batch_max = batch_max
+        self._wait_idle = batch_wait_idle
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._model_lock = threading.Lock()
@@ -46,7 +48,7 @@ class QueryEncoder:
         self.hook: EncodeHook | None = None
 
     def queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._vectors(list(texts))
+        return self._vectors(texts)
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:
         return self._vectors([_PASSAGE + t for t in texts])
@@ -74,8 +76,8 @@ class QueryEncoder:
             for t, vec in zip(keys, found, strict=True):
                 if vec is not None:
                     cache.move_to_end(t)
-        # Evicted by concurrent callers between the two steps: encoded again, outside the lock (the batching
-        # worker takes it to reach the embedder).
+        # Evicted by concurrent callers between the two steps: encoded again, outside the lock, so that other
+        # searches' cache hits never wait for a model call.
         evicted = list(dict.fromkeys(t for t, vec in zip(keys, found, strict=True) if vec is None))
         again = dict(zip(evicted, self._encode(evicted), strict=True)) if evicted else {}
         return np.stack([vec if vec is not None else again[t] for t, vec in zip(keys, found, strict=True)])
@@ -89,12 +91,11 @@ class QueryEncoder:
             return self._encode_keys(keys)
 
     def _batcher_or_none(self) -> MicroBatcher | None:
-        window, batch_max, wait_idle = self._batch
-        if window <= 0:
+        if self._window <= 0:
             return None
         with self._lock:
             if self._batcher is None:
-                self._batcher = MicroBatcher(self._encode_keys, window, batch_max, wait_idle)
+                self._batcher = MicroBatcher(self._encode_keys, self._window, self._batch_max, self._wait_idle)
             return self._batcher
 
     def _encode_keys(self, keys: Sequence[str]) -> np.ndarray:

@@ -73,19 +73,27 @@ def remove(
     _report_build(_service(settings).remove_articles(article_ids), settings, as_json)
 
 
+def _stages(stages: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}s" for k, v in stages.items())
+
+
+def _finish(line: str, summary: dict[str, Any], as_json: bool) -> None:
+    """The one-line summary; with --json it goes to stderr and the JSON summary is the last line of stdout."""
+    typer.echo(line, err=as_json)
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False))
+
+
 def _report_build(summary: BuildSummary, settings: Settings, as_json: bool) -> None:
     for s in summary.skipped:
         where = f"{s.path}:{s.line}" if s.line else s.path
         typer.echo(f"skipped {where}: {s.reason}", err=True)
-    stages = ", ".join(f"{k} {v:.2f}s" for k, v in summary.stages.items())
-    typer.echo(
+    line = (
         f"indexed {summary.articles} articles, {summary.passages} passages "
         f"({summary.embedded} embedded, {summary.reused} reused, {summary.removed} removed) "
-        f"in {summary.seconds:.1f}s [{stages}] -> {settings.index_dir}/ build {summary.build_id}",
-        err=as_json,
+        f"in {summary.seconds:.1f}s [{_stages(summary.stages)}] -> {settings.index_dir}/ build {summary.build_id}"
     )
-    if as_json:
-        typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False))
+    _finish(line, summary.as_dict(), as_json)
 
 
 @app.command()
@@ -228,22 +236,18 @@ def report(
         approximate=approximate,
         top=top,
     )
-    options.validate()  # before the index is opened: a bad option is the first thing to hear about
     bars = _Bars(sys.stderr.isatty() or not as_json)
     try:
         summary = _service(_settings(index)).report(options, out, progress=bars)
     finally:
         bars.close()
     counts = ", ".join(f"{v} {k}" for k, v in summary.pairs.items())
-    stages = ", ".join(f"{k} {v:.2f}s" for k, v in summary.stages.items())
-    typer.echo(
+    line = (
         f"report on {summary.passages} passages in {summary.articles} article(s): {counts} pairs, "
-        f"{summary.groups} groups, {summary.article_pairs} article pairs in {summary.seconds:.1f}s [{stages}] "
-        f"-> {out}/report.html",
-        err=as_json,
+        f"{summary.groups} groups, {summary.article_pairs} article pairs in {summary.seconds:.1f}s "
+        f"[{_stages(summary.stages)}] -> {out}/report.html"
     )
-    if as_json:
-        typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False))
+    _finish(line, summary.as_dict(), as_json)
 
 
 def main() -> None:

@@ -85,8 +85,7 @@ def small_service(tmp: Path) -> SearchService:
     corpus.mkdir()
     (corpus / "en.txt").write_text("Cats sleep in the sun.\n\nDogs bark at strangers.\n", encoding="utf-8")
     (corpus / "ru.txt").write_text("Кошки спят на солнце.\n\nСобаки лают.\n", encoding="utf-8")
-    settings = Settings(model="fake-model", index_dir=tmp / "index", cache_dir=tmp / "cache", watch_seconds=0)
-    svc = SearchService(settings, embedder=FakeEmbedder(), detector=LanguageDetector(["en", "ru"], preload=False))
+    svc = make_service(tmp, LanguageDetector(["en", "ru"], preload=False), watch_seconds=0)
     svc.build([corpus])
     svc.load()
     return svc

@@ -48,7 +48,6 @@ from search.records import Article, ArticleInfo, Filters, Passage, PassageKey
 MANIFEST = "manifest.json"
 RAW = "raw.f16.npy"
 _RAW_F32 = "raw.npy"  # written by builds before the float16 file; still read
-_KEEP_BUILDS = 2
 
 _SCHEMA = """
 CREATE TABLE articles (
@@ -208,22 +207,24 @@ def _write_files(
 
 
 def publish(index_dir: Path, folder: Path) -> None:
-    """Point `current` at a finished build with one atomic rename, then drop builds older than the last two."""
+    """Point `current` at a finished build with one atomic rename, then delete every build but it and the one it
+    replaces (which a server may still serve until its next reload)."""
     link = index_dir / "current"
+    replaced = current_build(index_dir)
     writers.clean_stale(index_dir)  # a link a dead writer made but never swapped in
     tmp = index_dir / writers.owned_name("current", folder.name)
     tmp.symlink_to(folder.relative_to(index_dir))
     writers.reached("swap")
     os.replace(tmp, link)
-    builds_dir = index_dir / "builds"
-    builds = sorted((b for b in builds_dir.iterdir() if not b.name.startswith(".")), key=lambda p: p.name)
-    keep = {folder.resolve()} | {b.resolve() for b in builds[-_KEEP_BUILDS:]}
+    keep = {folder.resolve(), replaced}
+    builds = index_dir / "builds"
     # Each old build is first renamed out of sight (one atomic step), so a writer killed while deleting leaves a
-    # hidden folder that the next writer clears, never a half-deleted build under a build's name.
+    # hidden folder that the next writer clears, never a half-deleted build under a build's name. Builds that a
+    # killed writer renamed into place but never published go the same way.
     trash = []
-    for old in builds:
-        if old.resolve() not in keep:
-            trash.append(builds_dir / writers.owned_name("trash", old.name))
+    for old in sorted(builds.iterdir()):
+        if not old.name.startswith(".") and old.resolve() not in keep:
+            trash.append(builds / writers.owned_name("trash", old.name))
             os.replace(old, trash[-1])
     writers.reached("prune")
     for gone in trash:

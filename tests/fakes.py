@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,26 @@ class FakeEmbedder:
                 out[i, h % self.dimension] += 1.0 if h & 1 else -1.0
             out[i] /= max(np.linalg.norm(out[i]), 1e-9)
         return out
+
+
+class GatedEmbedder(FakeEmbedder):
+    """The fake embedder behind a gate: while `gate` is clear every encode waits for it, so a test can hold a real
+    route mid-request (a slow model call) and release it when it has checked what it wanted, without sleeping.
+    An encode held longer than `hold` seconds fails, so a test whose gate is never opened fails instead of hanging."""
+
+    def __init__(self, hold: float = 30.0) -> None:
+        super().__init__()
+        self.hold = hold
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()  # set once an encode waits at the closed gate
+
+    def encode(self, texts: Sequence[str], *, query: bool, progress: bool = False) -> np.ndarray:
+        if not self.gate.is_set():
+            self.waiting.set()
+            if not self.gate.wait(self.hold):
+                raise TimeoutError(f"held at the gate for {self.hold} s: the test never opened it")
+        return super().encode(texts, query=query, progress=progress)
 
 
 def run_cli() -> None:

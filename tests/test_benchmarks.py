@@ -114,6 +114,7 @@ def test_bench_quick_runs(tmp_path: Path) -> None:
     assert set(ix["stages"]) >= {"read", "embed", "write"}
     assert q["in_process"]["one_by_one"]["p50_ms"] > 0 and q["raw_encode_one_query"]["p50_ms"] > 0
     assert [level["clients"] for level in q["http"]["levels"]] == [1, 4, 16]
+    assert q["http"]["first_search_ms"] > 0 and q["targets"]["first_search_over_http_p50"] > 0
     for level in q["http"]["levels"]:
         assert level["queries_per_s"] > 0 and level["p99_ms"] >= level["p50_ms"] > 0
         assert level["server_rss_mb"]["VmRSS"] > 0

@@ -53,7 +53,12 @@ def test_build_publishes_passages_with_offsets_languages_and_manifest(tmp_path, 
         assert normalize_whitespace(texts[p.article_id][p.start : p.end]) == p.text
         assert p.lang == p.article_id[:2]
     manifest = json.loads((current_build(tmp_path / "index") / "manifest.json").read_text())
-    assert manifest["model"] == {"name": "fake-model", "fingerprint": "fake-1", "max_tokens": 64}
+    assert manifest["model"] == {
+        "name": "fake-model",
+        "about": "fake-model from the Hugging Face hub",  # what the name would stand for: not a folder here
+        "fingerprint": "fake-1",
+        "max_tokens": 64,
+    }
     assert manifest["dimension"] == 32 and manifest["normalized"] is True
     assert manifest["index"]["type"] == "IndexIDMap2(IndexFlatIP)"
     assert manifest["counts"]["passages"] == 6 and manifest["chunker"]["max_tokens"] == 64

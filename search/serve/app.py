@@ -94,8 +94,10 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = service or SearchService(settings)
-        svc.store  # noqa: B018 - load the index (and the model, which checks it) before serving
-        svc.detector  # noqa: B018
+        # The index, the model (which checks it), the language detector and what a first search would load
+        # lazily (jieba's dictionary, the model's first forward pass): /health answers once a search is as fast
+        # as any other.
+        svc.warm_up()
         app.state.service = svc
         svc.encoder.hook = guard.metrics.observe_encode
         watcher = asyncio.create_task(_watch(svc)) if svc.settings.watch_seconds > 0 else None

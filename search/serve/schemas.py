@@ -150,7 +150,10 @@ class VectorIndexOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: str
-    model: str | None
+    model: str | None = Field(description="the model the index was built with (SEARCH_MODEL)")
+    model_about: str | None = Field(
+        None, description="what that name stands for, e.g. the default's restored copy of multilingual-e5-small"
+    )
     index_size: int
     build_id: str
     built_at: str | None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,9 +13,11 @@ from search.errors import BadInput
 from search.index import vectors as vi
 from search.index.centering import Centering, normalize_rows
 from search.index.store import Store, publish, read_manifest, write_build
+from search.ingest.language import LanguageDetector
 from search.records import Article, Passage
 from search.reports import compute as rp
 from search.reports.run import PAIR_COLUMNS, ReportOptions, parse_thresholds, run_report
+from tests.fakes import FakeEmbedder
 
 LANGS = ("en", "ru", "zh")
 # Characters per passage differ by language, as real text does (Chinese needs about a third of English's).
@@ -275,11 +276,12 @@ def test_api_runs_a_report_job_and_serves_its_files(tmp_path: Path) -> None:
     from search.service import SearchService
 
     passages, raw = synthetic()
-    # The report reads only the index; a stand-in model that is never called stands for the real one.
-    embedder = SimpleNamespace(name="stub", fingerprint="stub-1", dimension=raw.shape[1], max_tokens=512)
-    make_store(tmp_path / "index", passages, raw, {"name": "stub", "fingerprint": "stub-1"})
-    settings = Settings(index_dir=tmp_path / "index", model="stub", watch_seconds=0)
-    app = create_app(service=SearchService(settings, embedder=embedder, detector=SimpleNamespace()))  # type: ignore[arg-type]
+    # The report reads only the index; the fake model (the synthetic vectors' dimension) serves the server's warm-up.
+    embedder = FakeEmbedder()
+    make_store(tmp_path / "index", passages, raw, {"name": embedder.name, "fingerprint": embedder.fingerprint})
+    settings = Settings(index_dir=tmp_path / "index", model=embedder.name, watch_seconds=0)
+    detector = LanguageDetector(list(LANGS), preload=False)
+    app = create_app(service=SearchService(settings, embedder=embedder, detector=detector))
     app.include_router(router)
     with TestClient(app) as client:
         started = client.post("/reports", json={"k": 4, "langs": ["en", "zh"]})

@@ -149,3 +149,34 @@ def alternating(
         "cpu_ratio_product_to_raw": round(median_cpu["raw"] / median_cpu["product"], 3),
         "cpu_ratio_packed_to_raw": round(median_cpu["raw"] / median_cpu["packed"], 3),
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m benchmarks.bench_index`: the alternating run alone (`make bench` runs it after the full build)."""
+    import argparse
+    import json
+    import logging
+
+    from benchmarks.bench_report import alternating as render
+    from benchmarks.machine import load_average, machine_info, machine_markdown
+    from search.model.embedders import limit_threads
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_index", description=main.__doc__)
+    parser.add_argument("--paragraphs", type=int, default=20, help="XQuAD paragraphs per language (12 languages)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three methods [default: %(default)s]")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder [default: %(default)s]")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings()
+    limit_threads(settings.threads, settings.interop_threads)
+    machine = machine_info()
+    result = alternating(args.out, args.paragraphs, args.rounds, raw_model(settings))
+    machine["load_average_at_end"] = load_average()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "alternating.json").write_text(json.dumps({"machine": machine, **result}, indent=2), encoding="utf-8")
+    print(machine_markdown(machine) + "\n\n" + render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

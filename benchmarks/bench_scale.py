@@ -138,7 +138,13 @@ def on_passages(kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray) ->
 
 
 def bench_kind(
-    kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, single: int, probes: np.ndarray | None = None
+    kind: str,
+    xb: np.ndarray,
+    xq: np.ndarray,
+    truth: np.ndarray,
+    single: int,
+    probes: np.ndarray | None = None,
+    compare: bool = True,
 ) -> dict[str, Any]:
     n = len(xb)
     load_before = load_average()
@@ -172,7 +178,7 @@ def bench_kind(
         "filtered": [filtered(built, xb, xq[:single], share) for share in (0.1, 0.01)],
         "load_average": {"before": load_before, "after": load_average()},
     }
-    if probes is not None and kind != "flat":
+    if compare and probes is not None and kind != "flat":
         result["tuned_on_passages"] = on_passages(kind, xb, xq, truth)
     log.info("%s", result)
     return result
@@ -228,6 +234,10 @@ def main(argv: list[str] | None = None) -> None:
         "--cache", type=Path, default=Path("bench-results/xquad-embeddings.sqlite"), help="embedding cache (xquad)"
     )
     parser.add_argument("--queries", type=int, default=1000, help="held-out queries for recall and batching")
+    parser.add_argument(
+        "--compare", action=argparse.BooleanOptionalAction, default=True,
+        help="xquad: also build each approximate kind tuned on held-out passages [default: on]",
+    )  # fmt: skip
     parser.add_argument("--single", type=int, default=200, help="queries timed one by one")
     parser.add_argument("--flat-single", type=int, default=50, help="queries timed one by one on the flat index")
     parser.add_argument("--crossover", default="5000,10000,20000,50000,100000,200000", help='flat sizes; "": none')
@@ -252,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
             for kind in args.kinds.split(","):
                 # Exact search at 1M costs ~0.2 s a query: time fewer of them (its recall is 1 by construction).
                 single = min(args.single, args.flat_single) if kind == "flat" else args.single
-                result["runs"].append({"data": data, **bench_kind(kind, xb, xq, truth, single, probes)})
+                run = bench_kind(kind, xb, xq, truth, single, probes, args.compare)
+                result["runs"].append({"data": data, **run})
                 args.out.write_text(json.dumps(result, indent=2))
             del xb
     result["machine"]["load_average_at_end"] = load_average()

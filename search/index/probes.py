@@ -1,10 +1,11 @@
 """Query-like probes for tuning an approximate index: the opening sentence of sampled passages, encoded as queries.
 
 Recall tuned on passages is not recall for users: a query carries the model's query prompt and is shorter than the
-passage it looks for, so it sits elsewhere in the space, and an index tuned to 0.95 on held-out passages gave 0.82
-on real XQuAD questions (`python -m benchmarks.bench_scale --data xquad`). A passage's opening sentence, encoded
-with the query prompt and centered as a query of the passage's language, is a question-sized text near its answer
-that every corpus has, so a build tunes its index on those.
+passage it looks for, so it sits elsewhere in the space: a 100k hnsw_sq8 tuned to 0.970 on held-out passages
+found 0.881 of real XQuAD questions' exact top 10 (`python -m benchmarks.bench_scale --sizes 100000`). A passage's
+opening sentence, encoded with the query prompt and centered as a query of the passage's language, is a
+question-sized text near its answer that every corpus has, so a build tunes its index on those. They are the harder
+test: tuned to 0.962 on probes, the same index found 0.983 for the real questions (ivf_pq_sq8: 0.962 and 0.985).
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ Every kind the project offers (`search.index.vectors.KINDS`: today exact `flat`,
 which trains and tunes approximate kinds to their recall target; `vectorindex.search`), so a new kind is measured as
 soon as it is added there. Recall@10 is against exact search (`IndexFlatIP`) on the same data, as faiss
 `contrib/evaluation.py` does.
+
+Data: `xquad` (`make bench`) is real XQuAD questions over XQuAD paragraphs enlarged to the size
+(`benchmarks/query_like.py`), each index tuned on build probes as `search index` tunes it; `uniform` (the smoke test)
+is normalized gaussian vectors with queries next to database vectors, tuned on held-out rows.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,9 +75,12 @@ def one_by_one(index: Any, xq: np.ndarray, params: dict[str, Any]) -> dict[str, 
     return percentiles(ms)
 
 
-def bench_kind(kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, single: int) -> dict[str, Any]:
+def bench_kind(
+    kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, single: int, probes: np.ndarray | None = None
+) -> dict[str, Any]:
     start = time.perf_counter()
-    built = vectorindex.build_vector_index(xb, np.arange(len(xb)), vectorindex.default_plan(kind, *xb.shape))
+    plan = vectorindex.default_plan(kind, *xb.shape)
+    built = vectorindex.build_vector_index(xb, np.arange(len(xb)), plan, xq_tune=probes, tuned_on="build probes")
     build = time.perf_counter() - start
     one = one_by_one(built.index, xq[:single], built.params)
     start = time.perf_counter()
@@ -89,19 +97,36 @@ def bench_kind(kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, sin
         },
         "bytes_per_vector": round(serialized_bytes(built.index) / len(xb), 1),
         "recall_at_10": round(recall_at(ids, truth, K), 4),
+        "recall_at_10_tuning": built.recall_at_10,
+        "tuned_on": built.tuned_on,
     }
 
 
 def bench_vectors(
-    sizes: list[int], nq: int, single: int, kinds: list[str] | None = None, seed: int = 0
+    sizes: list[int],
+    nq: int,
+    single: int,
+    kinds: list[str] | None = None,
+    seed: int = 0,
+    data: str = "uniform",
+    cache: Path = Path("bench-results/xquad-embeddings.sqlite"),
 ) -> list[dict[str, Any]]:
+    from benchmarks.query_like import LANGS, enlarged, real_vectors
+
     results = []
+    real = real_vectors(LANGS, nq, cache, seed) if data == "xquad" else None
     for n in sizes:
         rng = np.random.default_rng(seed)
-        xb = normalized(rng, n)
-        xq = queries_near(rng, xb, nq)
+        probes = None
+        if real is not None:
+            xb, probes = enlarged(real, n, seed)
+            xq = real.questions
+        else:
+            xb = normalized(rng, n)
+            xq = queries_near(rng, xb, nq)
         truth = exact_neighbours(xb, xq, K)
         for kind in kinds or KINDS:
-            results.append({"vectors": n, "dimension": DIM, "index": kind, **bench_kind(kind, xb, xq, truth, single)})
+            row = {"vectors": len(xb), "dimension": DIM, "data": data, "index": kind}
+            results.append(row | bench_kind(kind, xb, xq, truth, single, probes))
         del xb
     return results

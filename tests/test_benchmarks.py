@@ -110,7 +110,13 @@ def test_bench_quick_runs(tmp_path: Path) -> None:
     assert "# Speed, load and memory" in stdout
     ix, q = result["indexing"], result["queries"]
     assert ix["paragraphs"] == 12 and ix["languages"] == 12
-    assert ix["pipeline_passages_per_s"] > 0 and ix["raw_passages_per_s"] > 0 and ix["ratio_pipeline_to_raw"] > 0
+    assert ix["pipeline_passages_per_s"] > 0
+    alt = ix["alternating"]
+    assert alt["paragraphs"] == 12 and alt["rounds"] == 3 and alt["passages"] >= 12
+    for method in ("product", "raw", "packed"):
+        assert len(alt["wall_seconds"][method]) == 3 and alt["passages_per_s"][method] > 0
+    assert alt["ratio_product_to_raw"] > 0 and alt["ratio_packed_to_raw"] > 0 and alt["ratio_product_to_packed"] > 0
+    assert "product / raw" in stdout
     assert set(ix["stages"]) >= {"read", "embed", "write"}
     assert q["in_process"]["one_by_one"]["p50_ms"] > 0 and q["raw_encode_one_query"]["p50_ms"] > 0
     assert [level["clients"] for level in q["http"]["levels"]] == [1, 4, 16]

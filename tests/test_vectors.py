@@ -147,3 +147,37 @@ def test_describe_is_what_the_manifest_records(built: dict[str, vi.BuiltIndex]) 
     assert d["kind"] == "hnsw_sq8" and d["metric"] == "inner_product" and d["exact"] is False
     assert d["type"] == "IndexIDMap2(IndexHNSWSQ(QT_8bit))"
     assert d["params"]["efSearch"] >= 16 and d["recall_at_10"] >= 0.95 and d["target_recall"] == 0.95
+    assert d["tuned_on"] == "passages held out of the index" and built["flat"].describe()["tuned_on"] is None
+
+
+def displaced(rng: np.random.Generator, xb: np.ndarray, n: int, offset: np.ndarray) -> np.ndarray:
+    """Query-like vectors: next to database rows, but all moved the same way (as the `query: ` prompt moves real
+    queries) and farther from their row than rows are from each other."""
+    x = xb[rng.choice(len(xb), size=n, replace=False)] + offset + rng.standard_normal((n, DIM)) / np.sqrt(DIM)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_tuning_on_query_like_probes_reaches_the_target_where_passages_would_not(
+    data: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    xb, _, ids = data
+    rng = np.random.default_rng(1)
+    offset = rng.standard_normal(DIM)
+    offset /= np.linalg.norm(offset)
+    probes, unseen = displaced(rng, xb, 1000, offset), displaced(rng, xb, 1000, offset)
+    plan = vi.default_plan("hnsw_sq8", N, DIM)
+    truth = exact_ids(xb, unseen, ids)
+
+    on_passages = vi.build_vector_index(xb, ids, plan, seed=0)
+    on_probes = vi.build_vector_index(xb, ids, plan, seed=0, xq_tune=probes, tuned_on="test probes")
+
+    # The setting: held-out passages say the target is met, while queries like these find much less.
+    assert on_passages.recall_at_10 is not None and on_passages.recall_at_10 >= 0.95
+    assert vi.recall_at_k(vi.search(on_passages.index, unseen, K, on_passages.params)[1], truth) < 0.92
+    # Tuned on the probes, the index widens its search until the probes reach the target, and other queries drawn
+    # the same way do too (within the sampling noise of 1000 queries).
+    assert on_probes.params["efSearch"] > on_passages.params["efSearch"]
+    assert on_probes.recall_at_10 is not None and on_probes.recall_at_10 >= 0.95
+    assert on_probes.tune_queries == 1000 and on_probes.describe()["tuned_on"] == "test probes"
+    assert vi.recall_at_k(vi.search(on_probes.index, unseen, K, on_probes.params)[1], truth) >= 0.94
+    assert on_probes.index.ntotal == N  # probes are not added to the index

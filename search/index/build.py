@@ -19,6 +19,7 @@ from search.errors import BadInput
 from search.index.centering import Centering
 from search.index.embedcache import EmbeddingCache, text_key
 from search.index.meanbank import MeanBank
+from search.index.probes import query_probes
 from search.index.store import VectorIndexOptions, current_build, discard, new_build_id, publish, write_build
 from search.ingest.chunking import ChunkerSettings, chunk_article
 from search.ingest.corpus import DEFAULT_MAX_FILE_BYTES, Skipped, describe_problems, read_corpus
@@ -192,7 +193,7 @@ def build_from_articles(
     with stage(summary.stages, "write"):
         folder = write_build(
             index_dir, summary.build_id, articles, passages, raw, means, manifest, vector_index,
-            zh_tokenizer=zh_tokenizer,
+            zh_tokenizer=zh_tokenizer, probes=lambda: query_probes(passages, embedder, means),
         )  # fmt: skip
     try:
         summary.removed = _count_removed(previous, {p.passage_id for p in passages})

@@ -28,7 +28,7 @@ import shutil
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,8 +109,10 @@ def write_build(
     options: VectorIndexOptions | None = None,
     *,
     zh_tokenizer: ZhTokenizer = "jieba",
+    probes: Callable[[], vi.TuningQueries] | None = None,
 ) -> Path:
-    """Write a complete build folder (not yet published) and return it."""
+    """Write a complete build folder (not yet published) and return it; an approximate vector index is tuned on
+    `probes()` (query-like vectors, only computed then) when given, else on passages held out."""
     options = options or VectorIndexOptions()
     budget = None if options.memory_budget_mb is None else int(options.memory_budget_mb * 2**20)
     flat_max = FLAT_MAX if options.flat_max is None else options.flat_max
@@ -150,9 +152,11 @@ def _write_files(
 ) -> None:
     """The files of a build, its manifest (with their checksums) last."""
     vectors = np.ascontiguousarray(centering.passages(raw, [p.lang for p in passages]), dtype=np.float32)
+    tuning = probes() if probes is not None and plan.kind != "flat" else None
     built = vi.build_vector_index(
-        vectors, np.arange(len(passages), dtype=np.int64), plan, target_recall=options.target_recall
-    )
+        vectors, np.arange(len(passages), dtype=np.int64), plan, target_recall=options.target_recall,
+        xq_tune=None if tuning is None else tuning.vectors, tuned_on=None if tuning is None else tuning.source,
+    )  # fmt: skip
     del vectors
     faiss.write_index(built.index, str(folder / "vectors.faiss"))
     vi.save_raw_f16(folder / RAW, raw)

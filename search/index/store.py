@@ -126,7 +126,9 @@ def write_build(
     staging = builds / writers.owned_name("tmp", build_id)
     staging.mkdir()
     try:
-        _write_files(staging, build_id, articles, passages, raw, centering, manifest, plan, options, zh_tokenizer)
+        _write_files(
+            staging, build_id, articles, passages, raw, centering, manifest, plan, options, zh_tokenizer, probes
+        )
         final = builds / build_id
         writers.reached("rename")
         os.replace(staging, final)
@@ -149,6 +151,7 @@ def _write_files(
     plan: vi.IndexPlan,
     options: VectorIndexOptions,
     zh_tokenizer: ZhTokenizer,
+    probes: Callable[[], vi.TuningQueries] | None,
 ) -> None:
     """The files of a build, its manifest (with their checksums) last."""
     vectors = np.ascontiguousarray(centering.passages(raw, [p.lang for p in passages]), dtype=np.float32)

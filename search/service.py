@@ -16,6 +16,7 @@ from search.index.build import BuildSummary, build_from_articles, build_index
 from search.index.meanbank import MeanBank, cache_path, compute_bank, find_bank, read_texts
 from search.index.store import Store, VectorIndexOptions, current_build, read_manifest
 from search.ingest.language import LanguageDetector
+from search.ingest.unicode import check_text
 from search.model.embedders import Embedder, embedder_for, resolve_model
 from search.model.queries import QueryEncoder
 from search.query import similar
@@ -148,6 +149,9 @@ class SearchService:
 
     def upsert_article(self, article: Article) -> BuildSummary:
         """Add or replace one article; only its new or changed passages are embedded."""
+        for name, value in (("article id", article.id), ("title", article.title), ("text", article.text)):
+            check_text(name, value)
+        check_text("metadata", article.metadata)
         if not article.text.strip():
             raise BadInput(f"article {article.id!r}: text must not be blank")
 

@@ -19,6 +19,7 @@ from bs4.dammit import EncodingDetector
 
 from search.errors import BadInput
 from search.ingest.html import visible_text
+from search.ingest.unicode import check_text, printable
 from search.records import Article
 
 log = logging.getLogger(__name__)
@@ -341,6 +342,12 @@ def _jsonl_article(line: str, number: int, rel: str, path: Path) -> Article:
     if title is not None and not isinstance(title, str):
         raise _BadLine(f'"title" must be a string, got {_json_type(title)}')
     metadata = {key: value for key, value in obj.items() if key not in ("text", "id", "title")}
+    try:
+        for key, value in obj.items():
+            check_text("a field name", key)
+            check_text(f'"{key}"', value)
+    except BadInput as exc:
+        raise _BadLine(printable(str(exc))) from None
     return Article(article_id, title or "", _normalise(text), str(path), metadata)
 
 

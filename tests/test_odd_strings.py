@@ -34,7 +34,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     corpus = tmp / "corpus"
     corpus.mkdir()
     (corpus / "en.txt").write_text("Cats sleep in the sun.\n\nDogs bark at strangers.\n", encoding="utf-8")
-    (corpus / "ru.txt").write_text("Кошки спят на солнце.\n\nСобаки лают.\n", encoding="utf-8")
+    (corpus / "ru.txt").write_text("Кошки спят на солнце.\n\nСобаки лают на прохожих.\n", encoding="utf-8")
     svc = make_service(tmp, LanguageDetector(["en", "ru"], preload=False), watch_seconds=0, writes=True)
     svc.build([corpus])
     svc.load()

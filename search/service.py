@@ -213,7 +213,10 @@ class SearchService:
         modes = [retriever.mode(q) for q in queries]
         detector = self.detector  # loaded (once) before the clock starts, like the store
         start = time.perf_counter()
-        guesses = [detector.detect(q.query) for q in queries]
+        # The languages that matter: the index's own, and those centering has a borrowed (mean bank) mean for.
+        store = retriever.store
+        indexed, others = store.lexical.languages, list(store.centering.borrowed)
+        guesses = [detector.detect_query(q.query, indexed, others) for q in queries]
         needs_vectors = list(
             dict.fromkeys(q.query for q, mode in zip(queries, modes, strict=True) if mode != "lexical" or q.highlight)
         )

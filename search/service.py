@@ -192,6 +192,7 @@ class SearchService:
             embedding_cache=s.embedding_cache,
             strict=strict,
             max_file_bytes=s.max_file_bytes,
+            html_reader=s.html_reader,
             zh_tokenizer=s.zh_tokenizer,
             vector_index=self._vector_index_options(),
         )

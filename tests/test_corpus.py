@@ -85,7 +85,7 @@ def test_html_drops_scripts_and_styles_and_separates_paragraphs(tmp_path: Path) 
     </body></html>"""
     path = write(tmp_path / "page.html", html)
 
-    report = read_corpus([path])
+    report = read_corpus([path], html_reader="visible")  # the layout of all visible text; main text: test_webpages
 
     assert report.skipped == []
     [article] = report.articles

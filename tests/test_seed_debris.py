@@ -22,10 +22,10 @@ def test_the_attribution_line_is_not_a_hub(service, query: str, mode: str) -> No
 
 
 def test_no_passage_of_the_seed_is_debris(service) -> None:  # type: ignore[no-untyped-def]
-    from search.ingest.chunking import is_debris
+    from search.ingest.chunking import ChunkerSettings, word_count
 
     texts = [p.text for p in service.store.all_passages()]
-    assert texts and not [t for t in texts if is_debris(t)]
+    assert texts and not [t for t in texts if word_count(t) < ChunkerSettings().min_words]
     assert sum(t.endswith(ATTRIBUTION) for t in texts) == 1 and sum(t.endswith(CAPTION) for t in texts) == 1
 
 

@@ -22,6 +22,7 @@ from search.index.meanbank import MeanBank
 from search.index.store import VectorIndexOptions, current_build, discard, new_build_id, publish, write_build
 from search.ingest.chunking import ChunkerSettings, chunk_article
 from search.ingest.corpus import DEFAULT_MAX_FILE_BYTES, Skipped, describe_problems, read_corpus
+from search.ingest.html import HtmlReader
 from search.ingest.language import UNDETERMINED, LanguageDetector
 from search.model.embedders import Embedder
 from search.records import Article, Passage
@@ -112,6 +113,7 @@ def build_index(
     embedding_cache: Path | None = None,
     strict: bool = False,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    html_reader: HtmlReader = "main",
     zh_tokenizer: ZhTokenizer = "jieba",
     vector_index: VectorIndexOptions | None = None,
 ) -> BuildSummary:
@@ -119,7 +121,7 @@ def build_index(
     summary = BuildSummary(index_dir=str(index_dir))
     start = time.perf_counter()
     with stage(summary.stages, "read"):
-        report = read_corpus(paths, max_file_bytes)
+        report = read_corpus(paths, max_file_bytes, html_reader=html_reader)
     summary.skipped = report.skipped
     if strict and report.skipped:
         raise BadInput(f"--strict: nothing published; {describe_problems(report.skipped)}; fix them or drop --strict")

@@ -55,7 +55,7 @@ _DEBRIS = re.compile(
     r"|^(?:记者|文\s*[/／]|作者[:：]|来源[:：]|編輯|编辑[:：]|责任编辑|источник:|фото:)",
     re.IGNORECASE,
 )
-_DEBRIS_MAX_CHARS = 200
+_DEBRIS_MAX_CHARS = 120
 
 
 @dataclass(frozen=True)

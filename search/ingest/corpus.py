@@ -18,7 +18,7 @@ from bs4 import BeautifulSoup, Tag
 from bs4.dammit import EncodingDetector
 
 from search.errors import BadInput
-from search.ingest.html import visible_text
+from search.ingest.html import HtmlReader, main_text, visible_text
 from search.ingest.unicode import check_text, printable
 from search.records import Article
 
@@ -62,7 +62,9 @@ class CorpusReport:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def read_corpus(paths: Sequence[Path | str], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> CorpusReport:
+def read_corpus(
+    paths: Sequence[Path | str], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, *, html_reader: HtmlReader = "main"
+) -> CorpusReport:
     """Read every supported file under `paths`; bad files and lines are reported, not fatal.
 
     Raises BadInput only for a path that cannot be used at all: missing, or a named file of a type not read.
@@ -85,7 +87,7 @@ def read_corpus(paths: Sequence[Path | str], max_file_bytes: int = DEFAULT_MAX_F
             raise BadInput(f"{path}: no such file or folder")
         for file in files:
             try:
-                found = _read(file, root, report.skipped, max_file_bytes)
+                found = _read(file, root, report.skipped, max_file_bytes, html_reader)
             except Exception as exc:  # one unreadable file must not end a build of thousands
                 log.debug("reading %s failed", file, exc_info=True)
                 reason = f"could not be read ({type(exc).__name__}: {exc}); please report this file"
@@ -96,7 +98,11 @@ def read_corpus(paths: Sequence[Path | str], max_file_bytes: int = DEFAULT_MAX_F
 
 
 def read_file(
-    path: Path, root: Path, skipped: list[Skipped] | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    path: Path,
+    root: Path,
+    skipped: list[Skipped] | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    html_reader: HtmlReader = "main",
 ) -> list[Article]:
     """Read the articles in one file; ids are relative to `root` (the file's name if it is not under it).
 
@@ -104,7 +110,7 @@ def read_file(
     appended there and the readable articles are still returned.
     """
     _check_suffix(path)
-    return _drop_duplicates(_read(path, root, skipped, max_file_bytes), path, {}, skipped)
+    return _drop_duplicates(_read(path, root, skipped, max_file_bytes, html_reader), path, {}, skipped)
 
 
 def describe_problems(skipped: Sequence[Skipped], limit: int = 5) -> str:
@@ -189,7 +195,7 @@ def _drop_duplicates(found: _Found, path: Path, seen: dict[str, str], notes: lis
     return kept
 
 
-def _read(path: Path, root: Path, notes: list[Skipped] | None, cap: int) -> _Found:
+def _read(path: Path, root: Path, notes: list[Skipped] | None, cap: int, html_reader: HtmlReader = "main") -> _Found:
     """The articles in one file, each with its line number (JSONL only); file-level problems go to `notes`."""
     try:
         size = path.stat().st_size
@@ -213,8 +219,9 @@ def _read(path: Path, root: Path, notes: list[Skipped] | None, cap: int) -> _Fou
         rel = path.name
     suffix = path.suffix.lower()
     html = suffix in (".html", ".htm")
+    metadata: dict[str, Any] = {}
     if html:
-        title, text, encoding = _parse_html(data)
+        title, text, encoding, metadata = _parse_html(data, html_reader)
     else:
         title, (text, encoding) = None, _decode(data)
         text = _normalise(text)
@@ -230,7 +237,7 @@ def _read(path: Path, root: Path, notes: list[Skipped] | None, cap: int) -> _Fou
         return _repaired(_parse_jsonl(text, rel, path, notes), path, notes)
     if suffix in (".md", ".markdown"):
         title = _markdown_title(text)
-    return _repaired([(None, Article(rel, title or path.stem, text, str(path)))], path, notes)
+    return _repaired([(None, Article(rel, title or path.stem, text, str(path), metadata))], path, notes)
 
 
 def _size(n: int) -> str:
@@ -360,8 +367,11 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-def _parse_html(data: bytes) -> tuple[str | None, str, str | None]:
-    """(title, visible body text, how it was decoded, as `_decode` says) of an HTML document.
+def _parse_html(data: bytes, reader: HtmlReader = "main") -> tuple[str | None, str, str | None, dict[str, Any]]:
+    """(title, text, how it was decoded, as `_decode` says, metadata) of an HTML document.
+
+    The text is the page's main content (`html.main_text`) with its title, author, date, URL and site name,
+    or, with reader "visible" or when extraction finds nothing, all visible body text.
 
     As in browsers, a declared charset wins; undeclared, it is UTF-8 or else the detected encoding.
     """
@@ -381,5 +391,7 @@ def _parse_html(data: bytes) -> tuple[str | None, str, str | None]:
         if isinstance(tag, Tag) and (words := tag.get_text().split()):
             title = " ".join(words)
             break
+    if reader == "main" and (page := main_text(str(soup))) is not None:
+        return page.title or title, page.text, how, page.metadata
     root = soup.body if soup.body is not None else soup
-    return title, _normalise(visible_text(root)), how
+    return title, _normalise(visible_text(root)), how, {}

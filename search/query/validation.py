@@ -22,10 +22,10 @@ def check_k(k: int, max_k: int) -> None:
 
 def validate(q: SearchQuery, settings: Settings) -> None:
     """Raise `BadInput` naming the first field out of bounds; the edges pass fields through unchecked."""
-    for name, value in (("query", q.query), ("lang", q.langs), ("article", q.articles), ("metadata", q.metadata)):
-        check_text(name, value)
-    for name, value in (("published_after", q.published_after), ("published_before", q.published_before)):
-        check_text(name, value)
+    texts: dict[str, object] = {"query": q.query, "lang": q.langs, "article": q.articles, "metadata": q.metadata}
+    texts |= {"published_after": q.published_after, "published_before": q.published_before}
+    for field, text in texts.items():
+        check_text(field, text)
     if not q.query.strip():
         raise BadInput("query: must not be blank")
     if len(q.query) > settings.max_query_chars:

@@ -19,7 +19,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from search import __version__
 from search.config import Settings, load_settings
 from search.errors import BadInput, Forbidden, SearchError
-from search.ingest.unicode import printable
 from search.records import Article, GroupBy, Mode, SearchQuery
 from search.serve.guards import install_guards
 from search.serve.mcp import create_mcp
@@ -70,7 +69,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (404
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     # The message may quote the request (a field name, a metadata key), which may hold a lone surrogate.
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": printable(message)}})
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": _encodable(message)}})
+
+
+def _encodable(text: str) -> str:
+    """`text` with lone surrogates written as \\udXXX escapes, so that the response can be encoded as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def _watch(svc: SearchService) -> None:

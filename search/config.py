@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         "starts at once and queries batch while a model call runs)",
     )
     writes: bool = Field(False, description="allow PUT/DELETE /articles and POST /admin/reload")
+    write_lock_timeout: float = Field(
+        600.0,
+        ge=0,
+        description="seconds a writer (search index, search remove, a server's PUT/DELETE) waits for another writer "
+        "of the same index folder before failing with index_busy (exit code 9, HTTP 409); 0: fail at once",
+    )
     watch_seconds: float = Field(2.0, description="how often the server checks for a newly published index; 0: never")
     host: str = "127.0.0.1"
     port: int = 8000

@@ -8,7 +8,8 @@ SearchError                  any problem a user can act on; its message says wha
 ├── IndexCorrupt             an index file is unreadable or fails its checksum
 ├── ModelUnavailable         the embedding model cannot be loaded or prepared
 ├── NotFound                 an id (passage, article) that the index does not hold
-└── Forbidden                a write while writes are off, or a key without the scope a route needs
+├── Forbidden                a write while writes are off, or a key without the scope a route needs
+└── IndexBusy                another writer holds the index folder's lock past SEARCH_WRITE_LOCK_TIMEOUT
 """
 
 
@@ -64,3 +65,11 @@ class Forbidden(SearchError):
     exit_code = 8
     http_status = 403
     code = "forbidden"
+
+
+class IndexBusy(SearchError):
+    """Another process (a `search index`, `search remove` or a server taking writes) is writing this index folder."""
+
+    exit_code = 9
+    http_status = 409
+    code = "index_busy"

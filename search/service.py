@@ -15,6 +15,7 @@ from search.errors import BadInput, IndexMismatch, NotFound
 from search.index.build import BuildSummary, build_from_articles, build_index
 from search.index.meanbank import MeanBank, cache_path, compute_bank, find_bank, read_texts
 from search.index.store import Store, VectorIndexOptions, current_build, read_manifest
+from search.index.writers import writer_lock
 from search.ingest.language import LanguageDetector
 from search.ingest.unicode import check_text
 from search.model.embedders import Embedder, embedder_for, resolve_model
@@ -43,7 +44,8 @@ class SearchService:
         self._detector = detector
         self._store: Store | None = None
         self._lock = threading.RLock()
-        # One writer at a time; readers never wait for it: a write publishes a new build and swaps the store.
+        # One writer at a time in this process (the index folder's lock, `search.index.writers`, is the one across
+        # processes); readers never wait for it: a write publishes a new build and swaps the store.
         self._write_lock = threading.Lock()
         # Query-side model calls; the API points `encoder.hook` at its metrics.
         self.encoder = QueryEncoder(
@@ -134,9 +136,16 @@ class SearchService:
 
     # Writes
 
-    def _rebuild(self, change: Callable[[list[Article]], list[Article]]) -> BuildSummary:
+    def _rebuild(self, change: Callable[[list[Article]], list[Article]], doing: str) -> BuildSummary:
+        """Apply `change` to the articles of the published build and publish the result, holding the writer lock.
+
+        The published build may be newer than the served one (a `search index` from another process that the
+        watch has not picked up yet): it is loaded first, so a write never undoes a newer build. If it cannot be
+        loaded, the write fails with that error and nothing is published.
+        """
         s = self.settings
-        with self._write_lock:
+        with self._write_lock, writer_lock(s.index_dir, s.write_lock_timeout, doing):
+            self.reload()
             articles = change(self.store.all_articles())
             summary = build_from_articles(
                 articles, s.index_dir, self.embedder, self.detector,
@@ -159,18 +168,22 @@ class SearchService:
             others = [a for a in articles if a.id != article.id]
             return [*others, article]
 
-        return self._rebuild(change)
+        return self._rebuild(change, f"upsert of article {article.id!r}")
 
     def remove_articles(self, article_ids: Sequence[str]) -> BuildSummary:
         """Delete articles; raises NotFound for ids the index does not hold, and changes nothing then."""
-        known = {a.article_id for a in self.store.articles()}
-        unknown = [a for a in article_ids if a not in known]
-        if unknown:
-            raise NotFound(f"no article with id {', '.join(map(repr, unknown))}; see GET /articles")
-        if len(set(article_ids)) == len(known):
-            raise BadInput("removing every article would leave an empty index; build a new one instead")
         drop = set(article_ids)
-        return self._rebuild(lambda articles: [a for a in articles if a.id not in drop])
+
+        def change(articles: list[Article]) -> list[Article]:
+            known = {a.id for a in articles}  # of the published build, read under the writer lock
+            unknown = [a for a in article_ids if a not in known]
+            if unknown:
+                raise NotFound(f"no article with id {', '.join(map(repr, unknown))}; see GET /articles")
+            if drop >= known:
+                raise BadInput("removing every article would leave an empty index; build a new one instead")
+            return [a for a in articles if a.id not in drop]
+
+        return self._rebuild(change, f"removal of {len(drop)} article(s)")
 
     def build(
         self,
@@ -179,23 +192,18 @@ class SearchService:
         progress: bool = False,
         strict: bool = False,
     ) -> BuildSummary:
+        """Index the files under `paths` into a new build and publish it, holding the index folder's writer lock
+        from start to end (another writer waits, or fails with IndexBusy)."""
         s = self.settings
-        return build_index(
-            paths,
-            index_dir or s.index_dir,
-            self.embedder,
-            self.detector,
-            centering=s.centering,
-            centering_min_passages=s.centering_min_passages,
-            bank=self.mean_bank,
-            progress=progress,
-            embedding_cache=s.embedding_cache,
-            strict=strict,
-            max_file_bytes=s.max_file_bytes,
-            html_reader=s.html_reader,
-            zh_tokenizer=s.zh_tokenizer,
-            vector_index=self._vector_index_options(),
-        )
+        index_dir = index_dir or s.index_dir
+        with writer_lock(index_dir, s.write_lock_timeout, "search index"):
+            return build_index(
+                paths, index_dir, self.embedder, self.detector,
+                centering=s.centering, centering_min_passages=s.centering_min_passages, bank=self.mean_bank,
+                progress=progress, embedding_cache=s.embedding_cache, strict=strict,
+                max_file_bytes=s.max_file_bytes, html_reader=s.html_reader, zh_tokenizer=s.zh_tokenizer,
+                vector_index=self._vector_index_options(),
+            )  # fmt: skip
 
     def _vector_index_options(self) -> VectorIndexOptions:
         s = self.settings

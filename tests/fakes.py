@@ -1,9 +1,20 @@
-"""A tiny deterministic embedder for fast tests of plumbing (never for claims about ranking quality)."""
+"""A tiny deterministic embedder for fast tests of plumbing (never for claims about ranking quality), and the
+command line running on it, for tests that need a real process to kill.
+
+    SEARCH_MODEL=fake-model python -m tests.fakes index CORPUS --index INDEX
+
+With PAUSE_AT=<step>:<marker> (a step of `search.index.writers.STEPS`) the process writes the marker file when its
+build reaches that publishing step and waits there until the marker is deleted, or it is killed.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -32,3 +43,54 @@ class FakeEmbedder:
                 out[i, h % self.dimension] += 1.0 if h & 1 else -1.0
             out[i] /= max(np.linalg.norm(out[i]), 1e-9)
         return out
+
+
+class GatedEmbedder(FakeEmbedder):
+    """The fake embedder behind a gate: while `gate` is clear every encode waits for it, so a test can hold a real
+    route mid-request (a slow model call) and release it when it has checked what it wanted, without sleeping.
+    An encode held longer than `hold` seconds fails, so a test whose gate is never opened fails instead of hanging."""
+
+    def __init__(self, hold: float = 30.0) -> None:
+        super().__init__()
+        self.hold = hold
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()  # set once an encode waits at the closed gate
+
+    def encode(self, texts: Sequence[str], *, query: bool, progress: bool = False) -> np.ndarray:
+        if not self.gate.is_set():
+            self.waiting.set()
+            if not self.gate.wait(self.hold):
+                raise TimeoutError(f"held at the gate for {self.hold} s: the test never opened it")
+        return super().encode(texts, query=query, progress=progress)
+
+
+def run_cli() -> None:
+    """`search`'s command line with the fake embedder (and, with PAUSE_AT, a pause inside a publishing step)."""
+    import search.cli
+    import search.index.writers
+    from search.config import Settings
+    from search.ingest.language import LanguageDetector
+    from search.service import SearchService
+
+    def service(settings: Settings) -> SearchService:
+        detector = LanguageDetector(["en", "ru", "zh"], preload=False)
+        return SearchService(settings, embedder=FakeEmbedder(), detector=detector)
+
+    search.cli._service = service
+    if pause := os.environ.get("PAUSE_AT"):
+        step, marker = pause.split(":", 1)
+
+        def reached(at: str) -> None:
+            if at == step:
+                Path(marker).write_text(str(os.getpid()), encoding="utf-8")
+                deadline = time.monotonic() + 300  # a test that died without releasing or killing us
+                while Path(marker).exists() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+
+        search.index.writers.reached = reached  # type: ignore[assignment]
+    search.cli.main()
+
+
+if __name__ == "__main__":
+    run_cli()

@@ -5,21 +5,15 @@ Test files never import `tests.conftest` or each other; `conftest.py` holds fixt
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
 
 from search.config import Settings
 from search.ingest.language import LanguageDetector
-from search.serve.app import create_app
-from search.serve.guards import GuardConfig, install_guards
 from search.service import SearchService
 from tests.fakes import FakeEmbedder
 from tools._server import free_port, running_server
@@ -30,11 +24,9 @@ __all__ = [
     "TEXTS",
     "error_of",
     "free_port",
-    "guarded",
     "jsonl",
     "make_service",
     "serving",
-    "small_app",
     "small_service",
     "write",
 ]
@@ -74,75 +66,28 @@ def jsonl(*rows: object) -> str:
 # --- services on the fake embedder (plumbing, not ranking quality) ---------------------------------------------------
 
 
-def make_service(tmp_path: Path, detector: LanguageDetector, **overrides: object) -> SearchService:
+def make_service(
+    tmp_path: Path, detector: LanguageDetector, embedder: FakeEmbedder | None = None, **overrides: object
+) -> SearchService:
     settings = Settings(model="fake-model", index_dir=tmp_path / "index", cache_dir=tmp_path / "cache", **overrides)
-    return SearchService(settings, embedder=FakeEmbedder(), detector=detector)
+    return SearchService(settings, embedder=embedder or FakeEmbedder(), detector=detector)
 
 
-def small_service(tmp: Path) -> SearchService:
-    """Two short articles (en, ru) built and loaded with the fake embedder."""
+def small_service(tmp: Path, embedder: FakeEmbedder | None = None, **overrides: object) -> SearchService:
+    """Two short articles (en, ru) built and loaded with the fake embedder; `overrides` are settings (the guards'
+    limits, keys, CORS origins, writes) for `create_app(service=...)`, which reads them from the service."""
     corpus = tmp / "corpus"
     corpus.mkdir()
     (corpus / "en.txt").write_text("Cats sleep in the sun.\n\nDogs bark at strangers.\n", encoding="utf-8")
     (corpus / "ru.txt").write_text("Кошки спят на солнце.\n\nСобаки лают на прохожих.\n", encoding="utf-8")
-    svc = make_service(tmp, LanguageDetector(["en", "ru"], preload=False), watch_seconds=0)
+    overrides = {"watch_seconds": 0, **overrides}
+    svc = make_service(tmp, LanguageDetector(["en", "ru"], preload=False), embedder, **overrides)
     svc.build([corpus])
     svc.load()
     return svc
 
 
-# --- the API's guards -----------------------------------------------------------------------------------------------
-
-
-def small_app(**config: Any) -> FastAPI:
-    """A few routes shaped like ours, some slow, behind the guards."""
-    app = FastAPI()
-
-    @app.get("/search")
-    def search_get(q: str = "") -> dict[str, str]:
-        return {"q": q}
-
-    @app.post("/search")
-    async def search_post(request: Request) -> dict[str, int]:
-        return {"bytes": len(await request.body())}
-
-    @app.get("/passages/{passage_id}")
-    def passage(passage_id: str) -> dict[str, str]:
-        return {"passage_id": passage_id}
-
-    @app.put("/articles/{article_id:path}")
-    def put_article(article_id: str, seconds: float = 0.0) -> dict[str, str]:
-        time.sleep(seconds)
-        return {"article_id": article_id}
-
-    @app.post("/admin/reload")
-    def reload() -> dict[str, bool]:
-        return {"reloaded": True}
-
-    @app.get("/slow")
-    async def slow(seconds: float = 1.0) -> dict[str, str]:
-        await asyncio.sleep(seconds)
-        return {"slept": "async"}
-
-    @app.get("/slow-sync")
-    def slow_sync(seconds: float = 1.0) -> dict[str, str]:
-        time.sleep(seconds)
-        return {"slept": "thread"}
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    install_guards(app, GuardConfig(**config))
-    return app
-
-
-def guarded(svc: SearchService) -> FastAPI:
-    """`create_app` with its guards: its own once api.py installs them, else installed here."""
-    app = create_app(service=svc)
-    if not hasattr(app.state, "guard"):
-        install_guards(app, GuardConfig())
-    return app
+# --- the API's error shape ----------------------------------------------------------------------------------------
 
 
 def error_of(r: httpx.Response) -> str:

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from search.records import SearchQuery
+from search.serve.app import create_app
 from search.service import SearchService
-from tests.helpers import guarded, small_app
 
 
-def test_metrics_count_requests_per_route_template_and_status() -> None:
-    with TestClient(small_app()) as client:
-        for pid in ("a", "b", "c"):
-            client.get(f"/passages/{pid}")
+def test_metrics_count_requests_per_route_template_and_status(fake_service: SearchService) -> None:
+    with TestClient(create_app(service=fake_service)) as client:
+        for hit in fake_service.search(SearchQuery("cats", k=3)).hits:
+            assert client.get(f"/passages/{hit.passage.passage_id}").status_code == 200
+        assert client.get("/passages/no-such-passage").status_code == 404
         client.get("/nowhere/at/all")
         client.request("BREW", "/search")
         text = client.get("/metrics").text
     assert 'search_http_requests_total{method="GET",route="/passages/{passage_id}",status="200"} 3.0' in text
+    assert 'search_http_requests_total{method="GET",route="/passages/{passage_id}",status="404"} 1.0' in text
     assert 'search_http_requests_total{method="GET",route="<unmatched>",status="404"} 1.0' in text
     assert 'search_http_requests_total{method="OTHER",route="/search",status="405"} 1.0' in text
     assert 'search_http_request_duration_seconds_bucket{le="0.005",method="GET",route="/passages/{passage_id}"}' in text
@@ -24,7 +27,7 @@ def test_metrics_count_requests_per_route_template_and_status() -> None:
 
 
 def test_the_real_app_exposes_index_gauges_and_request_counts(fake_service: SearchService) -> None:
-    with TestClient(guarded(fake_service)) as client:
+    with TestClient(create_app(service=fake_service)) as client:
         assert client.get("/search", params={"q": "cats", "k": 2}).status_code == 200
         assert client.post("/search", json={"query": "собаки", "k": 1}).status_code == 200
         assert client.get("/search", params={"q": "cats", "k": 1000}).status_code == 422

@@ -346,6 +346,12 @@ def xquad_service(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     return service
 
 
+# What docs/reports.md states for the `translation` label on these 720 paragraphs (precision 1.0000, recall 0.9958:
+# 717 of the 720 true pairs, none wrong; measured on 2026-11-29 with `pytest -s tests/test_report.py -k xquad_tr`),
+# and how far below it a run may land before it counts as a regression (one point: 7 more misses or wrong pairs).
+TRANSLATION_PRECISION, TRANSLATION_RECALL, TRANSLATION_TOLERANCE = 1.000, 0.996, 0.01
+
+
 @pytest.mark.model
 def test_xquad_translations_are_recovered_with_high_precision(xquad_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     summary = xquad_service.report(ReportOptions(), tmp_path)
@@ -359,7 +365,8 @@ def test_xquad_translations_are_recovered_with_high_precision(xquad_service, tmp
     correct = [p for p in predicted if p in truth]
     precision, recall = len(correct) / len(predicted), len(set(correct)) / len(truth)
     print(f"XQuAD en+zh+ru translation pairs: precision {precision:.4f}, recall {recall:.4f}")
-    assert precision >= 0.95 and recall >= 0.95
+    assert precision >= TRANSLATION_PRECISION - TRANSLATION_TOLERANCE, f"precision {precision:.4f}, docs: 1.000"
+    assert recall >= TRANSLATION_RECALL - TRANSLATION_TOLERANCE, f"recall {recall:.4f}, docs: 0.996"
 
 
 @pytest.mark.model

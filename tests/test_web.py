@@ -12,7 +12,6 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
@@ -111,14 +110,16 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
-def features(server_url: str) -> dict[str, Any]:
+def features(server_url: str) -> dict[str, bool]:
+    """The features the page reads from /openapi.json to decide what to show."""
     spec = httpx.get(f"{server_url}/openapi.json", timeout=10).json()
     paths = spec["paths"]
     search_params = {p["name"] for p in paths["/search"]["get"].get("parameters", [])}
     return {
         "mode": "mode" in search_params,
         "context": "context" in search_params,
-        "similar": any(re.fullmatch(r"/passages/\{[^}]+\}/similar", p) for p in paths),
+        "highlight": "highlight" in search_params,
+        "similar": any(re.fullmatch(r"/passages/\{[^}]+\}/similar", p) and "get" in paths[p] for p in paths),
         "reports": "get" in paths.get("/reports", {}),
     }
 
@@ -316,56 +317,47 @@ def test_controls_are_labelled_keyboard_friendly_and_readable(tab: Tab) -> None:
 
 
 @needs_chromium
-def test_optional_features_light_up_or_stay_out_of_the_way(tab: Tab, server_url: str) -> None:
-    have = features(server_url)
+def test_the_page_offers_modes_highlights_context_more_like_this_and_reports(tab: Tab, server_url: str) -> None:
+    # The page shows a feature only when the server's OpenAPI documents it; this server documents all of them, so
+    # each must be on the page: a missing one fails here rather than quietly hiding its control.
+    assert features(server_url) == dict.fromkeys(("mode", "context", "highlight", "similar", "reports"), True)
+    report = httpx.post(f"{server_url}/reports", params={"wait": "true"}, json={"k": 4}, timeout=600).json()
+    assert report["status"] == "done", report
     page = tab.page
     page.goto(f"/?q={quote(QUESTION)}")
     page.wait_for_selector(RESULTS)
 
-    assert page.locator("#modes").is_visible() == have["mode"]
+    modes = page.locator("#modes")
+    assert modes.is_visible() and modes.locator("input").count() >= 3, "dense, lexical and hybrid can be chosen"
     tab.settle()
-    params = {"q": QUESTION, "highlight": "true"}
-    sent = httpx.get(f"{server_url}/search", params=params, timeout=180).json()["hits"]
-    marks = page.locator("li.hit .text mark")
-    if any(h.get("highlights") for h in sent):
-        assert marks.count() >= 1, "the best-matching sentences are marked"
-    else:
-        assert marks.count() == 0, "the page never makes a highlight up"
+    sent = httpx.get(f"{server_url}/search", params={"q": QUESTION, "highlight": "true"}, timeout=180).json()["hits"]
+    assert any(h.get("highlights") for h in sent), "the server marks sentences for this question"
+    assert page.locator("li.hit .text mark").count() >= 1, "the best-matching sentences are marked"
     first = page.locator("li.hit").first
     first.locator(".actions button").first.click()
-    current = first.locator(".ctx li[aria-current]")
-    if have["context"]:
-        assert current.count() == 1 and first.locator(".ctx li").count() >= 2, "neighbouring paragraphs"
-    else:
-        assert current.count() == 0 and first.locator(".context").is_visible()
-    more = page.locator("li.hit").first.get_by_role("button", name="More like this")
-    if have["similar"]:
-        source = page.locator("li.hit").first.get_attribute("data-passage-id")
-        more.click()
-        page.wait_for_selector("#similar-bar:not([hidden])")
-        assert parse_qs(urlsplit(page.url).query)["similar"] == [source]
-        include = page.get_by_label("Include passages of the same article")
-        if include.is_visible():  # the seed is one article: its own passages are the only neighbours
-            include.check()
-            page.wait_for_url(re.compile(r"[?&]same=1"))
-        page.wait_for_selector(RESULTS)
-        assert page.locator("li.hit").count() >= 1
-        assert page.locator(f'li.hit[data-passage-id="{source}"]').count() == 0
-        page.get_by_role("button", name="Back to results").click()
-        page.wait_for_selector(RESULTS)
-        assert parse_qs(urlsplit(page.url).query)["q"] == [QUESTION]
-    else:
-        assert more.count() == 0, "no 'More like this' button without GET /passages/{id}/similar"
+    assert first.locator(".ctx li[aria-current]").count() == 1, "the hit's own paragraph, marked as current"
+    assert first.locator(".ctx li").count() >= 2, "with its neighbouring paragraphs"
+
+    source = first.get_attribute("data-passage-id")
+    first.get_by_role("button", name="More like this").click()
+    page.wait_for_selector("#similar-bar:not([hidden])")
+    assert parse_qs(urlsplit(page.url).query)["similar"] == [source]
+    # The seed is one article, so its own passages are the only neighbours: the page offers to include them.
+    include = page.get_by_label("Include passages of the same article")
+    assert include.is_visible()
+    include.check()
+    page.wait_for_url(re.compile(r"[?&]same=1"))
+    page.wait_for_selector(RESULTS)
+    assert page.locator("li.hit").count() >= 1
+    assert page.locator(f'li.hit[data-passage-id="{source}"]').count() == 0
+    page.get_by_role("button", name="Back to results").click()
+    page.wait_for_selector(RESULTS)
+    assert parse_qs(urlsplit(page.url).query)["q"] == [QUESTION]
 
     page.get_by_role("link", name="Reports").click()
     page.wait_for_function("document.querySelector('#reports-status').textContent.trim() !== ''")
-    listed = httpx.get(f"{server_url}/reports", timeout=10) if have["reports"] else None
-    items = listed.json() if listed is not None and listed.status_code == 200 else []
-    if isinstance(items, dict):
-        items = items.get("reports") or items.get("items") or []
-    if items:
-        assert page.locator("#reports-list li").count() == len(items)
-    else:
-        assert page.locator("#reports-status").inner_text() == "No reports yet."
+    listed = httpx.get(f"{server_url}/reports", timeout=10).json()
+    assert page.locator("#reports-list li").count() == len(listed) >= 1
+    assert page.locator(f'#reports-list a[href$="reports/{report["job_id"]}"]').count() == 1
     screenshot(page, "reports.png")
     assert tab.errors == []

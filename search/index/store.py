@@ -14,8 +14,9 @@ Layout of an index folder:
         passages.sqlite                 passages and articles
       embeddings.sqlite                 embedding cache shared by all builds
 
-A build is written into its own folder and only then becomes `current`, so a failed or killed build leaves the
-previous index untouched and loadable.
+A build is written into its own hidden folder and only then becomes `current`, so a failed or killed build leaves
+the previous index untouched and loadable. Writers hold the folder's lock and name what they have not published
+yet after themselves (`search/index/writers.py`); the next writer clears what a dead one left.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import numpy as np
 from search.config import FLAT_MAX, ZhTokenizer
 from search.errors import BadInput, IndexCorrupt, IndexNotFound, NotFound
 from search.index import vectors as vi
+from search.index import writers
 from search.index.centering import Centering
 from search.index.lexical import LexicalIndex
 from search.records import Article, ArticleInfo, Filters, Passage, PassageKey
@@ -46,7 +48,6 @@ from search.records import Article, ArticleInfo, Filters, Passage, PassageKey
 MANIFEST = "manifest.json"
 RAW = "raw.f16.npy"
 _RAW_F32 = "raw.npy"  # written by builds before the float16 file; still read
-_KEEP_BUILDS = 2
 
 _SCHEMA = """
 CREATE TABLE articles (
@@ -111,18 +112,43 @@ def write_build(
 ) -> Path:
     """Write a complete build folder (not yet published) and return it."""
     options = options or VectorIndexOptions()
-    dim = raw.shape[1]
     budget = None if options.memory_budget_mb is None else int(options.memory_budget_mb * 2**20)
     flat_max = FLAT_MAX if options.flat_max is None else options.flat_max
-    plan = vi.plan_index(len(passages), dim, budget, flat_max)  # before any file: a budget too small fails here
+    # before any file: a budget too small fails here
+    plan = vi.plan_index(len(passages), raw.shape[1], budget, flat_max)
     builds = index_dir / "builds"
     builds.mkdir(parents=True, exist_ok=True)
-    for stale in builds.glob(".tmp-*"):  # left by a killed build; one writer at a time owns this folder
-        shutil.rmtree(stale, ignore_errors=True)
-    # Written under a hidden name and renamed when complete, so no reader ever sees a half-written build.
-    staging = builds / f".tmp-{build_id}"
+    writers.clean_stale(builds)  # only what dead writers left: a live writer's staging folder is never touched
+    # Written under a hidden name that says whose it is, and renamed when complete, so no reader ever sees a
+    # half-written build and no other writer mistakes it for a dead one's.
+    staging = builds / writers.owned_name("tmp", build_id)
     staging.mkdir()
-    folder = staging
+    try:
+        _write_files(staging, build_id, articles, passages, raw, centering, manifest, plan, options, zh_tokenizer)
+        final = builds / build_id
+        writers.reached("rename")
+        os.replace(staging, final)
+    except BaseException:
+        # A live process's staging folder is not cleared by the next writer, so a failed write (say, in a server
+        # that keeps running) clears its own.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_files(
+    folder: Path,
+    build_id: str,
+    articles: Sequence[Article],
+    passages: Sequence[Passage],
+    raw: np.ndarray,
+    centering: Centering,
+    manifest: dict[str, Any],
+    plan: vi.IndexPlan,
+    options: VectorIndexOptions,
+    zh_tokenizer: ZhTokenizer,
+) -> None:
+    """The files of a build, its manifest (with their checksums) last."""
     vectors = np.ascontiguousarray(centering.passages(raw, [p.lang for p in passages]), dtype=np.float32)
     built = vi.build_vector_index(
         vectors, np.arange(len(passages), dtype=np.int64), plan, target_recall=options.target_recall
@@ -130,6 +156,7 @@ def write_build(
     del vectors
     faiss.write_index(built.index, str(folder / "vectors.faiss"))
     vi.save_raw_f16(folder / RAW, raw)
+    writers.reached("write")  # half of the files are written
     centering.save(folder / "centering.npz")
     lexical = LexicalIndex.build([p.text for p in passages], [p.lang for p in passages], zh_tokenizer)
     lexical.save(folder / "lexical")
@@ -172,27 +199,36 @@ def write_build(
         "raw_vectors": {"file": RAW, "dtype": "float16"},
         "normalized": True,
         "centering": centering.describe(),
-        "dimension": int(dim),
+        "dimension": int(raw.shape[1]),
         "lexical": lexical.describe(),
         "files": {str(f.relative_to(folder)): _sha256(f) for f in sorted(folder.rglob("*")) if f.is_file()},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-    final = builds / build_id
-    os.replace(staging, final)
-    return final
 
 
 def publish(index_dir: Path, folder: Path) -> None:
-    """Point `current` at a finished build with one atomic rename, then drop builds older than the last two."""
+    """Point `current` at a finished build with one atomic rename, then delete every build but it and the one it
+    replaces (which a server may still serve until its next reload)."""
     link = index_dir / "current"
-    tmp = index_dir / f".current-{uuid.uuid4().hex[:8]}"
+    replaced = current_build(index_dir)
+    writers.clean_stale(index_dir)  # a link a dead writer made but never swapped in
+    tmp = index_dir / writers.owned_name("current", folder.name)
     tmp.symlink_to(folder.relative_to(index_dir))
+    writers.reached("swap")
     os.replace(tmp, link)
-    builds = sorted((index_dir / "builds").iterdir(), key=lambda p: p.name)
-    keep = {folder.resolve()} | {b.resolve() for b in builds[-_KEEP_BUILDS:]}
-    for old in builds:
-        if old.resolve() not in keep and not old.name.startswith("."):
-            shutil.rmtree(old, ignore_errors=True)
+    keep = {folder.resolve(), replaced}
+    builds = index_dir / "builds"
+    # Each old build is first renamed out of sight (one atomic step), so a writer killed while deleting leaves a
+    # hidden folder that the next writer clears, never a half-deleted build under a build's name. Builds that a
+    # killed writer renamed into place but never published go the same way.
+    trash = []
+    for old in sorted(builds.iterdir()):
+        if not old.name.startswith(".") and old.resolve() not in keep:
+            trash.append(builds / writers.owned_name("trash", old.name))
+            os.replace(old, trash[-1])
+    writers.reached("prune")
+    for gone in trash:
+        shutil.rmtree(gone, ignore_errors=True)
 
 
 def discard(folder: Path) -> None:

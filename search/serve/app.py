@@ -65,6 +65,8 @@ async def writes_enabled(svc: ServiceDep) -> SearchService:
 
 WriterDep = Annotated[SearchService, Depends(writes_enabled)]
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (404, 422, 503)}
+# A write also answers 409 index_busy when another writer holds the index folder past SEARCH_WRITE_LOCK_TIMEOUT.
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {**_ERRORS, 409: {"model": ErrorOut}}
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -218,13 +220,13 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
     def health(svc: ServiceDep) -> HealthOut:
         return HealthOut(**svc.health())
 
-    @app.put("/articles/{article_id:path}", response_model=WriteOut, responses=_ERRORS, summary="Add or replace")
+    @app.put("/articles/{article_id:path}", response_model=WriteOut, responses=_WRITE_ERRORS, summary="Add or replace")
     def put_article(svc: WriterDep, article_id: str, body: ArticleIn) -> WriteOut:
         """Upsert one article. The write is visible atomically when the call returns; searches never wait."""
         article = Article(article_id, body.title or article_id, body.text, "api", body.metadata)
         return written(svc.upsert_article(article))
 
-    @app.delete("/articles/{article_id:path}", response_model=WriteOut, responses=_ERRORS, summary="Delete")
+    @app.delete("/articles/{article_id:path}", response_model=WriteOut, responses=_WRITE_ERRORS, summary="Delete")
     def delete_article(svc: WriterDep, article_id: str) -> WriteOut:
         return written(svc.remove_articles([article_id]))
 

@@ -29,7 +29,7 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -61,7 +61,7 @@ _KEY_HINT = "set keys in SEARCH_API_KEYS (key or key:admin, comma-separated) or 
 
 
 class GuardSettings(Protocol):
-    """The settings the guards read: `search.config.Settings` has them; tests pass a `GuardConfig`."""
+    """The settings the guards read (`search.config.Settings` has them)."""
 
     @property
     def max_body_bytes(self) -> int: ...
@@ -75,18 +75,6 @@ class GuardSettings(Protocol):
     def api_key_file(self) -> Path | None: ...
     @property
     def cors_origins(self) -> list[str]: ...
-
-
-@dataclass(frozen=True)
-class GuardConfig:
-    """The guard settings on their own, with the same defaults as `Settings`."""
-
-    max_body_bytes: int = 8_000_000
-    max_concurrency: int = 32
-    request_timeout: float = 30.0
-    api_keys: SecretStr = SecretStr("")
-    api_key_file: Path | None = None
-    cors_origins: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,19 @@ def make_passages(
             pid = passage_id(article.id, c.text, seen[c.text])
             seen[c.text] += 1
             passages.append(
-                Passage(pid, article.id, article.title, c.paragraph, c.part, c.start, c.end, lang, c.text, c.section)
+                Passage(
+                    pid,
+                    article.id,
+                    article.title,
+                    c.paragraph,
+                    c.part,
+                    c.start,
+                    c.end,
+                    lang,
+                    c.text,
+                    c.section,
+                    article.page_at(c.start),
+                )  # fmt: skip
             )
     return passages
 

@@ -1,4 +1,4 @@
-"""Reading articles from files and folders (txt, md, html, jsonl); problems name the file and line."""
+"""Reading articles from files and folders (txt, md, html, pdf, jsonl); problems name the file and line."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ from bs4.dammit import EncodingDetector
 
 from search.errors import BadInput
 from search.ingest.html import HtmlReader, main_text, visible_text
+from search.ingest.pdf import read_pdf
 from search.ingest.unicode import check_text, printable
 from search.records import Article
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".jsonl")
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".jsonl", ".pdf")
 DEFAULT_MAX_FILE_BYTES = 50_000_000
 # A line (a paragraph without a break) longer than this is kept, split into passages like any other, and
 # reported: it is more often an embedded blob, minified data or a lost line-ending convention than prose.
@@ -210,14 +211,16 @@ def _read(path: Path, root: Path, notes: list[Skipped] | None, cap: int, html_re
     if not data.strip():
         _note(notes, path, None, "empty file")
         return []
-    if b"\0" in data[:_BINARY_SNIFF_BYTES] and not data.startswith(tuple(_WIDE)):
-        _note(notes, path, None, "binary file")
-        return []
     try:
         rel = path.relative_to(root).as_posix()
     except ValueError:
         rel = path.name
     suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        return _repaired(_read_pdf(data, rel, path, notes), path, notes)
+    if b"\0" in data[:_BINARY_SNIFF_BYTES] and not data.startswith(tuple(_WIDE)):
+        _note(notes, path, None, "binary file")
+        return []
     html = suffix in (".html", ".htm")
     metadata: dict[str, Any] = {}
     if html:
@@ -238,6 +241,15 @@ def _read(path: Path, root: Path, notes: list[Skipped] | None, cap: int, html_re
     if suffix in (".md", ".markdown"):
         title = _markdown_title(text)
     return _repaired([(None, Article(rel, title or path.stem, text, str(path), metadata))], path, notes)
+
+
+def _read_pdf(data: bytes, rel: str, path: Path, notes: list[Skipped] | None) -> _Found:
+    try:
+        pdf = read_pdf(data)
+    except BadInput as exc:
+        _note(notes, path, None, str(exc))
+        return []
+    return [(None, Article(rel, pdf.title or path.stem, pdf.text, str(path), pdf.metadata, tuple(pdf.pages)))]
 
 
 def _size(n: int) -> str:

@@ -215,3 +215,28 @@ def test_lexical_mode_and_language_aware_hybrid(tmp_path, corpus, detector) -> N
     slots = lambda hits: [(h.rank, h.passage.passage_id) for h in hits if h.passage.lang != "en"]  # noqa: E731
     assert slots(hybrid) == slots(dense)
     assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
+
+
+def test_a_build_from_before_pages_reads_every_page_as_none(tmp_path: Path) -> None:
+    """Builds made before PDFs were read have no page columns; they load, and their passages have no page."""
+    import sqlite3
+
+    from search.index.store import Store, read_manifest
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Cats sleep in the sun all day long.\n\nDogs bark at every stranger.\n", "utf-8")
+    svc = make_service(tmp_path, LanguageDetector(["en", "ru"], preload=False), watch_seconds=0)
+    svc.build([corpus])
+    folder, manifest = read_manifest(svc.settings.index_dir)
+    with sqlite3.connect(folder / "passages.sqlite") as db:
+        db.execute("ALTER TABLE passages DROP COLUMN page")
+        db.execute("ALTER TABLE articles DROP COLUMN pages")
+    store = Store(folder, manifest, verify=False)  # the tables changed under their checksums
+    try:
+        passages = store.all_passages()
+        assert len(passages) == 2 and {p.page for p in passages} == {None}
+        assert store.passage(passages[0].passage_id).text == "Cats sleep in the sun all day long."
+        assert [a.pages for a in store.all_articles()] == [()]
+    finally:
+        store.close()

@@ -109,24 +109,45 @@ def split_sentences(text: str) -> list[Span]:
     return _segments(text, 0, len(text), cuts)
 
 
+@dataclass(frozen=True)
+class ChunkedArticle:
+    """An article's passages, and the text of each debris paragraph that was joined into one of them.
+
+    The debris texts are the article's paragraphs as written that no longer stand alone: the index embeds them
+    only as samples of their language's centering mean (docs/quality.md#how-centering-works), never as passages.
+    """
+
+    chunks: list[Chunk]
+    debris: list[str]
+
+
 def chunk_article(text: str, count_tokens: TokenCounter, settings: ChunkerSettings = ChunkerSettings()) -> list[Chunk]:
     """The passages of one article, in order, each within `settings.max_tokens` by `count_tokens`.
 
     Offsets point into `text`; `Chunk.text == normalize_whitespace(text[start:end])`. Paragraphs that do
     not fit are cut at sentences, then clauses, then spaces, then between characters; nothing is dropped.
     """
+    return split_article(text, count_tokens, settings).chunks
+
+
+def split_article(
+    text: str, count_tokens: TokenCounter, settings: ChunkerSettings = ChunkerSettings()
+) -> ChunkedArticle:
+    """`chunk_article`'s passages, plus the normalised text of each debris paragraph joined into one of them
+    (in article order; a section of a single debris paragraph keeps it as its own passage, so it is not listed)."""
     packer = _Packer(text, count_tokens, settings.max_tokens)
     chunks: list[Chunk] = []
     section: str | None = None
     paragraph = 0
-    for start, end, heading in _join_debris(text, _paragraphs(text, settings), settings):
+    units, joined = _join_debris(text, _paragraphs(text, settings), settings)
+    for start, end, heading in units:
         if heading:
             section = normalize_whitespace(text[start:end])
             continue
         for part, (a, b) in enumerate(packer.parts((start, end))):
             chunks.append(Chunk(paragraph, part, a, b, normalize_whitespace(text[a:b]), section))
         paragraph += 1
-    return chunks
+    return ChunkedArticle(chunks, [normalize_whitespace(text[a:b]) for a, b in joined])
 
 
 def word_count(text: str) -> float:
@@ -148,11 +169,13 @@ def is_debris(paragraph: str, settings: ChunkerSettings = ChunkerSettings()) -> 
 
 def _join_debris(
     text: str, units: list[tuple[int, int, bool]], settings: ChunkerSettings
-) -> list[tuple[int, int, bool]]:
+) -> tuple[list[tuple[int, int, bool]], list[Span]]:
     """Debris paragraphs (see `is_debris`) joined to the paragraph before them in the same section, else to the
     one after; a section of nothing but debris is one paragraph. Joined spans keep the text between them, so
-    offsets still point into the article."""
+    offsets still point into the article. Also returns the spans of the debris paragraphs that were joined to
+    another one (a debris paragraph left alone is a unit as it stands)."""
     out: list[tuple[int, int, bool]] = []
+    debris: list[Span] = []
     pending: tuple[int, int] | None = None  # debris at the start of a section, waiting for its paragraph
     for start, end, heading in units:
         if heading:
@@ -163,13 +186,16 @@ def _join_debris(
         elif not is_debris(text[start:end], settings):
             out.append(((pending or (start, end))[0], end, False))
             pending = None
-        elif out and not out[-1][2]:
-            out[-1] = (out[-1][0], end, False)
         else:
-            pending = ((pending or (start, end))[0], end)
+            debris.append((start, end))
+            if out and not out[-1][2]:
+                out[-1] = (out[-1][0], end, False)
+            else:
+                pending = ((pending or (start, end))[0], end)
     if pending:
         out.append((*pending, False))
-    return out
+    alone = {(start, end) for start, end, heading in out if not heading}
+    return out, [span for span in debris if span not in alone]
 
 
 def _side_is_cjk(text: str, i: int, step: int) -> bool:

@@ -15,6 +15,7 @@ from search.ingest.chunking import (
     TokenCounter,
     chunk_article,
     normalize_whitespace,
+    split_article,
     split_sentences,
 )
 from search.records import Chunk
@@ -317,3 +318,17 @@ def test_short_story_sentences_of_four_words_or_more_stand_alone() -> None:
 
 def test_an_article_of_nothing_but_debris_is_one_passage() -> None:
     assert [c.text for c in chunk_article("Koltunov.\n\nRead more", by_chars)] == ["Koltunov. Read more"]
+
+
+def test_split_article_reports_each_debris_paragraph_it_joined_as_written() -> None:
+    text = f"By Jane\nDoe\n\n{STORY}\n\n科尔图诺夫。\n\n{NEXT}\n\nA Look Ahead\n\nKoltunov.\n\nRead more"
+    split = split_article(text, by_chars)
+    assert split.chunks == chunk_article(text, by_chars)
+    # Normalised like a passage's text; the section of debris alone is one passage made of two joined pieces.
+    assert split.debris == ["By Jane Doe", "科尔图诺夫。", "Koltunov.", "Read more"]
+
+
+def test_debris_left_alone_and_articles_without_debris_report_none() -> None:
+    assert split_article("Koltunov.", by_chars).debris == []
+    assert split_article(f"{STORY}\n\n{NEXT}", by_chars).debris == []
+    assert split_article(f"{STORY}\n\nKoltunov.", by_chars, NO_DEBRIS).debris == []

@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     max_query_chars: int = 2000
     max_k: int = 100
     max_file_bytes: int = Field(50_000_000, description="a build skips (and reports) files larger than this")
+    html_reader: Literal["main", "visible"] = Field(
+        "main", description="HTML: the page's main content (trafilatura), or all its visible text"
+    )
     max_body_bytes: int = Field(8_000_000, description="largest request body the API reads; larger ones get 413")
     max_concurrency: int = Field(32, description="requests served at once; beyond that 503 with Retry-After")
     request_timeout: float = Field(30.0, description="seconds until a request with no answer yet gets 504; 0: none")

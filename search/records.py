@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, asdict, dataclass, field
 from typing import Any, Literal, NamedTuple, get_args
@@ -14,13 +15,21 @@ GroupBy = Literal["article"]
 
 @dataclass(frozen=True)
 class Article:
-    """One article as read from the corpus; `text` is the article text that offsets point into."""
+    """One article as read from the corpus; `text` is the article text that offsets point into.
+
+    `pages` holds, for an article read from a PDF, the offset in `text` where each page begins (page 1 first).
+    """
 
     id: str
     title: str
     text: str
     source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    pages: tuple[int, ...] = ()
+
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page the text at `offset` is on, or None for an article without pages."""
+        return bisect_right(self.pages, offset) if self.pages else None
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,8 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Passage:
-    """An indexed passage: a chunk with its article, language and stable id."""
+    """An indexed passage: a chunk with its article, language and stable id; `page` (PDFs only) is the page
+    where the passage begins."""
 
     passage_id: str
     article_id: str
@@ -53,6 +63,7 @@ class Passage:
     lang: str
     text: str
     section: str | None = None
+    page: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

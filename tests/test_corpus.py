@@ -85,7 +85,7 @@ def test_html_drops_scripts_and_styles_and_separates_paragraphs(tmp_path: Path) 
     </body></html>"""
     path = write(tmp_path / "page.html", html)
 
-    report = read_corpus([path])
+    report = read_corpus([path], html_reader="visible")  # the layout of all visible text; main text: test_webpages
 
     assert report.skipped == []
     [article] = report.articles
@@ -203,7 +203,7 @@ def test_duplicate_ids_keep_the_first_and_report_the_later(tmp_path: Path) -> No
 
 def test_unsupported_and_hidden_files_in_a_folder(tmp_path: Path) -> None:
     write(tmp_path / "keep.txt", "kept")
-    pdf = write(tmp_path / "paper.pdf", b"%PDF-1.4")
+    docx = write(tmp_path / "paper.docx", b"PK\x03\x04")
     write(tmp_path / ".hidden.txt", "ignored")
     write(tmp_path / ".git" / "notes.txt", "ignored")
 
@@ -211,7 +211,7 @@ def test_unsupported_and_hidden_files_in_a_folder(tmp_path: Path) -> None:
 
     assert [a.id for a in report.articles] == ["keep.txt"]
     assert report.skipped == [
-        Skipped(str(pdf), None, f"unsupported file type .pdf; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+        Skipped(str(docx), None, f"unsupported file type .docx; supported: {', '.join(SUPPORTED_SUFFIXES)}")
     ]
 
 

@@ -220,3 +220,88 @@ def test_lexical_mode_and_language_aware_hybrid(tmp_path, corpus, detector) -> N
     slots = lambda hits: [(h.rank, h.passage.passage_id) for h in hits if h.passage.lang != "en"]  # noqa: E731
     assert slots(hybrid) == slots(dense)
     assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
+
+
+def test_a_build_from_before_pages_reads_every_page_as_none(tmp_path: Path) -> None:
+    """Builds made before PDFs were read have no page columns; they load, and their passages have no page."""
+    import sqlite3
+
+    from search.index.store import Store, read_manifest
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Cats sleep in the sun all day long.\n\nDogs bark at every stranger.\n", "utf-8")
+    svc = make_service(tmp_path, LanguageDetector(["en", "ru"], preload=False), watch_seconds=0)
+    svc.build([corpus])
+    folder, manifest = read_manifest(svc.settings.index_dir)
+    with sqlite3.connect(folder / "passages.sqlite") as db:
+        db.execute("ALTER TABLE passages DROP COLUMN page")
+        db.execute("ALTER TABLE articles DROP COLUMN pages")
+    store = Store(folder, manifest, verify=False)  # the tables changed under their checksums
+    try:
+        passages = store.all_passages()
+        assert len(passages) == 2 and {p.page for p in passages} == {None}
+        assert store.passage(passages[0].passage_id).text == "Cats sleep in the sun all day long."
+        assert [a.pages for a in store.all_articles()] == [()]
+    finally:
+        store.close()
+
+
+def test_joined_debris_is_a_sample_of_its_language_mean_and_not_a_passage(tmp_path, detector) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    story = ["Cats are small domestic animals.", "They like to sleep in the sun for most of the day."]
+    (corpus / "en.txt").write_text(f"{story[0]}\n\nCats purr.\n\n{story[1]}\n", encoding="utf-8")
+    (corpus / "zh.txt").write_text(ARTICLES["zh.txt"], encoding="utf-8")
+    embedder = FakeEmbedder()
+    svc = make_service(tmp_path, detector, embedder, centering_min_passages=1)
+    summary = svc.build([corpus])
+
+    store = svc.load()
+    passages = store.all_passages()
+    assert [p.text for p in passages if p.lang == "en"] == [f"{story[0]} Cats purr.", story[1]]
+    assert summary.passages == len(passages) == 4 and summary.embedded == 4  # the debris is not a passage
+    assert store.raw_vectors().shape[0] == 4
+    assert "Cats purr." in embedder.encoded  # embedded on its own, for the mean only
+    manifest = json.loads((current_build(tmp_path / "index") / "manifest.json").read_text())
+    assert manifest["centering"]["extra_samples"] == {"en": 1}
+    assert manifest["counts"]["languages"] == {"en": 2, "zh": 2}
+
+    en = FakeEmbedder().encode([f"{story[0]} Cats purr.", story[1], "Cats purr."], query=False)
+    np.testing.assert_allclose(store.centering.means["en"], en.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Centering.load(current_build(tmp_path / "index") / "centering.npz").means["en"],
+                               en.mean(axis=0), rtol=1e-5, atol=1e-6)  # fmt: skip
+
+    embedder.encoded.clear()
+    again = svc.build([corpus])
+    assert embedder.encoded == [] and again.reused == 4  # the debris vector comes from the embedding cache too
+    np.testing.assert_array_equal(svc.load().centering.means["en"], store.centering.means["en"])
+
+
+def test_a_corpus_without_debris_has_the_means_of_its_passages_alone(tmp_path, corpus, detector) -> None:
+    svc = make_service(tmp_path, detector, centering_min_passages=1)
+    svc.build([corpus])
+    store = svc.load()
+    passages = store.all_passages()
+    raw = FakeEmbedder().encode([p.text for p in passages], query=False)
+    before = Centering.fit(raw, [p.lang for p in passages], min_passages=1)
+    assert set(store.centering.means) == set(before.means) == {"en", "zh", "ru"}
+    for lang, mean in before.means.items():
+        np.testing.assert_array_equal(store.centering.means[lang], mean)
+    np.testing.assert_array_equal(store.centering.global_mean, before.global_mean)
+    assert store.centering.extra_samples == {}
+
+
+def test_extra_samples_count_toward_the_mean_and_survive_save_and_load(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(6, 4)).astype(np.float32)
+    extra = rng.normal(size=(2, 4)).astype(np.float32)
+    langs = ["en"] * 4 + ["zh"] * 2
+    c = Centering.fit(vectors, langs, min_passages=3, extra=(extra, ["zh", "zh"]))
+    assert set(c.means) == {"en", "zh"}  # 2 zh passages + 2 zh samples reach min_passages=3
+    np.testing.assert_allclose(c.means["zh"], np.vstack([vectors[4:], extra]).mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(c.global_mean, np.vstack([vectors, extra]).mean(axis=0), rtol=1e-5)
+    assert c.passages(vectors, langs).shape == vectors.shape  # samples are not passages
+    c.save(tmp_path / "c.npz")
+    loaded = Centering.load(tmp_path / "c.npz")
+    assert loaded.extra_samples == {"zh": 2} and loaded.describe() == c.describe()

@@ -21,8 +21,9 @@ from search.index.embedcache import EmbeddingCache, text_key
 from search.index.meanbank import MeanBank
 from search.index.probes import query_probes
 from search.index.store import VectorIndexOptions, current_build, discard, new_build_id, publish, write_build
-from search.ingest.chunking import ChunkerSettings, chunk_article
+from search.ingest.chunking import ChunkerSettings, split_article
 from search.ingest.corpus import DEFAULT_MAX_FILE_BYTES, Skipped, describe_problems, read_corpus
+from search.ingest.html import HtmlReader
 from search.ingest.language import UNDETERMINED, LanguageDetector
 from search.model.embedders import Embedder, describe_model
 from search.records import Article, Passage
@@ -61,29 +62,58 @@ def passage_id(article_id: str, text: str, occurrence: int) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Debris:
+    """A debris paragraph the chunker joined into a passage: only a sample of its language's centering mean."""
+
+    text: str
+    lang: str
+
+
 def make_passages(
     articles: Sequence[Article], embedder: Embedder, detector: LanguageDetector, summary: BuildSummary | None = None
 ) -> list[Passage]:
     """Chunk the articles and identify each passage's language (timed as the `chunk` and `language` stages)."""
+    return split_articles(articles, embedder, detector, summary)[0]
+
+
+def split_articles(
+    articles: Sequence[Article], embedder: Embedder, detector: LanguageDetector, summary: BuildSummary | None = None
+) -> tuple[list[Passage], list[Debris]]:
+    """`make_passages`, plus the debris paragraphs joined into the passages, each with its language detected like
+    a passage's."""
     summary = summary or BuildSummary()
     settings = ChunkerSettings(max_tokens=embedder.max_tokens)
     with stage(summary.stages, "chunk"):
-        chunked = [(a, chunk_article(a.text, embedder.count_tokens, settings)) for a in articles]
+        chunked = [(a, split_article(a.text, embedder.count_tokens, settings)) for a in articles]
     with stage(summary.stages, "language"):
-        langs = iter(detector.detect_many([c.text for _, chunks in chunked for c in chunks]))
+        texts = [t for _, c in chunked for t in [*(chunk.text for chunk in c.chunks), *c.debris]]
+        langs = iter(detector.detect_many(texts))
     passages = []
-    for article, chunks in chunked:
+    debris: list[Debris] = []
+    for article, split in chunked:
         seen: Counter[str] = Counter()
-        for c in chunks:
-            lang = next(langs)
-            if lang == UNDETERMINED and isinstance(article.metadata.get("lang"), str):
-                lang = article.metadata["lang"]
+        for c in split.chunks:
+            lang = _lang(next(langs), article)
             pid = passage_id(article.id, c.text, seen[c.text])
             seen[c.text] += 1
             passages.append(
-                Passage(pid, article.id, article.title, c.paragraph, c.part, c.start, c.end, lang, c.text, c.section)
+                Passage(
+                    pid,
+                    article.id,
+                    article.title,
+                    c.paragraph,
+                    c.part,
+                    c.start,
+                    c.end,
+                    lang,
+                    c.text,
+                    c.section,
+                    article.page_at(c.start),
+                )  # fmt: skip
             )
-    return passages
+        debris.extend(Debris(text, _lang(next(langs), article)) for text in split.debris)
+    return passages, debris
 
 
 def embed_with_cache(
@@ -113,6 +143,7 @@ def build_index(
     embedding_cache: Path | None = None,
     strict: bool = False,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    html_reader: HtmlReader = "main",
     zh_tokenizer: ZhTokenizer = "jieba",
     vector_index: VectorIndexOptions | None = None,
 ) -> BuildSummary:
@@ -120,7 +151,7 @@ def build_index(
     summary = BuildSummary(index_dir=str(index_dir))
     start = time.perf_counter()
     with stage(summary.stages, "read"):
-        report = read_corpus(paths, max_file_bytes)
+        report = read_corpus(paths, max_file_bytes, html_reader=html_reader)
     summary.skipped = report.skipped
     if strict and report.skipped:
         raise BadInput(f"--strict: nothing published; {describe_problems(report.skipped)}; fix them or drop --strict")
@@ -153,7 +184,7 @@ def build_from_articles(
     """Chunk, identify, embed (through the cache), center, write and publish `articles` as a new build."""
     summary = summary or BuildSummary(index_dir=str(index_dir))
     start = time.perf_counter() if start is None else start
-    passages = make_passages(articles, embedder, detector, summary)
+    passages, debris = split_articles(articles, embedder, detector, summary)
 
     index_dir.mkdir(parents=True, exist_ok=True)
     cache_path = embedding_cache or index_dir / "embeddings.sqlite"
@@ -163,13 +194,16 @@ def build_from_articles(
             raw, summary.embedded, summary.reused = embed_with_cache(
                 [p.text for p in passages], embedder, cache, progress
             )
+            # Not counted as embedded or reused: those count passages.
+            debris_raw = embed_with_cache([d.text for d in debris], embedder, cache, progress=False)[0]
     finally:
         cache.close()
 
     with stage(summary.stages, "center"):
         langs = [p.lang for p in passages]
         bank = bank or MeanBank()
-        means = Centering.fit(raw, langs, centering_min_passages, enabled=centering, bank=bank.means)
+        extra = (debris_raw, [d.lang for d in debris]) if debris else None
+        means = Centering.fit(raw, langs, centering_min_passages, enabled=centering, bank=bank.means, extra=extra)
     summary.build_id = new_build_id()
     manifest = {
         "package_version": __version__,
@@ -206,6 +240,12 @@ def build_from_articles(
     summary.languages = dict(Counter(langs))
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _lang(detected: str, article: Article) -> str:
+    """The detected language, or the article's own `lang` metadata when the detector could not tell."""
+    given = article.metadata.get("lang")
+    return given if detected == UNDETERMINED and isinstance(given, str) else detected
 
 
 def _count_removed(previous: Path | None, kept: set[str]) -> int:

@@ -8,6 +8,10 @@ language (weighted by the detector's confidences when it is unsure), and both ar
 
 A language with too few passages in the index (or none: the query's language may be absent) takes its mean from
 the model's mean bank (`search.index.meanbank`) as an offset from the index's own mean, or else the global mean.
+
+Means are estimated over the corpus's text as written, while the passages are what retrieval ranks: a debris
+paragraph the chunker joined into a passage (a byline, a caption) is still a sample of its language's mean, so
+joining debris changes rankings only through the passages, not through where a language's text is thought to sit.
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Centering:
-    """Mean vectors per language (only for languages with enough passages) and over all passages, plus
-    estimated means (`borrowed`) for the other languages of the mean bank."""
+    """Mean vectors per language (only for languages with enough samples) and over all samples, plus estimated
+    means (`borrowed`) for the other languages of the mean bank. `extra_samples` counts, per language, the samples
+    that were not passages (joined debris)."""
 
     global_mean: np.ndarray
     means: dict[str, np.ndarray] = field(default_factory=dict)
     enabled: bool = True
     borrowed: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_samples: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def fit(
@@ -43,7 +49,14 @@ class Centering:
         min_passages: int,
         enabled: bool = True,
         bank: Mapping[str, np.ndarray] | None = None,
+        extra: tuple[np.ndarray, Sequence[str]] | None = None,
     ) -> Centering:
+        """Means of `vectors` (the passages) by `langs`; `extra` vectors and their languages (paragraphs as written
+        that are not passages of their own) count as samples of the means too, and toward `min_passages`."""
+        extra_samples = dict(Counter(extra[1])) if extra is not None else {}
+        if extra is not None and len(extra[0]):
+            vectors = np.concatenate([vectors, np.asarray(extra[0], dtype=vectors.dtype)])
+            langs = [*langs, *extra[1]]
         dim = vectors.shape[1] if vectors.ndim == 2 else 0
         if len(vectors) == 0:
             return cls(np.zeros(dim, dtype=np.float32), {}, enabled)
@@ -55,7 +68,7 @@ class Centering:
             if n >= min_passages
         }
         global_mean = vectors.mean(axis=0).astype(np.float32)
-        return cls(global_mean, means, enabled, _borrow(global_mean, counts, means, bank or {}))
+        return cls(global_mean, means, enabled, _borrow(global_mean, counts, means, bank or {}), extra_samples)
 
     def mean_for(self, lang: str) -> np.ndarray:
         mean = self.means.get(lang)
@@ -82,6 +95,7 @@ class Centering:
     def save(self, path: Path) -> None:
         arrays = {f"lang_{k}": v for k, v in self.means.items()}
         arrays |= {f"bank_{k}": v for k, v in self.borrowed.items()}
+        arrays |= {f"extra_{k}": np.array(n) for k, n in self.extra_samples.items()}
         np.savez(path, global_mean=self.global_mean, enabled=np.array(self.enabled), **arrays)  # type: ignore[arg-type]
 
     @classmethod
@@ -89,10 +103,16 @@ class Centering:
         with np.load(path) as data:
             means = {k[5:]: data[k] for k in data.files if k.startswith("lang_")}
             borrowed = {k[5:]: data[k] for k in data.files if k.startswith("bank_")}
-            return cls(data["global_mean"], means, bool(data["enabled"]), borrowed)
+            extra = {k[6:]: int(data[k]) for k in data.files if k.startswith("extra_")}
+            return cls(data["global_mean"], means, bool(data["enabled"]), borrowed, extra)
 
     def describe(self) -> dict[str, object]:
-        return {"enabled": self.enabled, "languages": sorted(self.means), "bank_languages": sorted(self.borrowed)}
+        return {
+            "enabled": self.enabled,
+            "languages": sorted(self.means),
+            "bank_languages": sorted(self.borrowed),
+            "extra_samples": dict(sorted(self.extra_samples.items())),
+        }
 
 
 def _borrow(

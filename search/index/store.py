@@ -52,17 +52,18 @@ _RAW_F32 = "raw.npy"  # written by builds before the float16 file; still read
 _SCHEMA = """
 CREATE TABLE articles (
     article_id TEXT PRIMARY KEY, title TEXT NOT NULL, source TEXT NOT NULL,
-    metadata TEXT NOT NULL, text TEXT NOT NULL
+    metadata TEXT NOT NULL, text TEXT NOT NULL, pages TEXT
 );
 CREATE TABLE passages (
     row INTEGER PRIMARY KEY, passage_id TEXT NOT NULL UNIQUE, article_id TEXT NOT NULL,
     title TEXT NOT NULL, paragraph INTEGER NOT NULL, part INTEGER NOT NULL,
-    start INTEGER NOT NULL, end INTEGER NOT NULL, lang TEXT NOT NULL, text TEXT NOT NULL, section TEXT
+    start INTEGER NOT NULL, end INTEGER NOT NULL, lang TEXT NOT NULL, text TEXT NOT NULL, section TEXT,
+    page INTEGER
 );
 CREATE INDEX passages_article ON passages(article_id, paragraph, part);
 CREATE INDEX passages_lang ON passages(lang);
 """
-_PASSAGE_COLS = "passage_id, article_id, title, paragraph, part, start, end, lang, text, section"
+_PASSAGE_COLS = "passage_id, article_id, title, paragraph, part, start, end, lang, text, section, page"
 
 
 @dataclass(frozen=True)
@@ -172,14 +173,21 @@ def _write_files(
     with db:
         db.executescript(_SCHEMA)
         db.executemany(
-            "INSERT INTO articles VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?)",
             (
-                (a.id, a.title, a.source, json.dumps(a.metadata, ensure_ascii=False, default=str), a.text)
+                (
+                    a.id,
+                    a.title,
+                    a.source,
+                    json.dumps(a.metadata, ensure_ascii=False, default=str),
+                    a.text,
+                    json.dumps(list(a.pages)) if a.pages else None,
+                )  # fmt: skip
                 for a in articles
             ),
         )
         db.executemany(
-            f"INSERT INTO passages (row, {_PASSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO passages (row, {_PASSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 (
                     i,
@@ -193,6 +201,7 @@ def _write_files(
                     p.lang,
                     p.text,
                     p.section,
+                    p.page,
                 )
                 for i, p in enumerate(passages)
             ),
@@ -278,6 +287,10 @@ class Store:
         self.size = int(self.index.ntotal)
         self._raw: np.ndarray | None = None
         self.build_id = str(manifest.get("build_id", folder.name))
+        # Builds made before PDFs were read have no page columns: their passages have no page.
+        columns = {r[1] for r in self._db().execute("PRAGMA table_info(passages)")}
+        self._cols = _PASSAGE_COLS if "page" in columns else _PASSAGE_COLS.replace(", page", ", NULL")
+        self._has_pages = "pages" in {r[1] for r in self._db().execute("PRAGMA table_info(articles)")}
 
     def _db(self) -> sqlite3.Connection:
         # SQLite connections must not cross threads; FastAPI runs sync routes in a pool, so one per thread.
@@ -373,7 +386,7 @@ class Store:
     def context(self, p: Passage, n: int) -> list[tuple[str, Passage]]:
         """The passages of the `n` paragraphs before and after `p` in its article, in order."""
         cur = self._db().execute(
-            f"SELECT {_PASSAGE_COLS} FROM passages WHERE article_id = ? AND paragraph BETWEEN ? AND ? "
+            f"SELECT {self._cols} FROM passages WHERE article_id = ? AND paragraph BETWEEN ? AND ? "
             "ORDER BY paragraph, part",
             (p.article_id, p.paragraph - n, p.paragraph + n),
         )
@@ -396,11 +409,11 @@ class Store:
         rows = list(rows)
         if not rows:
             return {}
-        cur = self._db().execute(f"SELECT row, {_PASSAGE_COLS} FROM passages WHERE {_row_in(len(rows))}", rows)
+        cur = self._db().execute(f"SELECT row, {self._cols} FROM passages WHERE {_row_in(len(rows))}", rows)
         return {r[0]: Passage(*r[1:]) for r in cur}
 
     def passage(self, passage_id: str) -> Passage:
-        r = self._db().execute(f"SELECT {_PASSAGE_COLS} FROM passages WHERE passage_id = ?", (passage_id,)).fetchone()
+        r = self._db().execute(f"SELECT {self._cols} FROM passages WHERE passage_id = ?", (passage_id,)).fetchone()
         if r is None:
             raise NotFound(f"no passage with id {passage_id!r}")
         return Passage(*r)
@@ -417,11 +430,17 @@ class Store:
         ]
 
     def all_articles(self) -> list[Article]:
-        cur = self._db().execute("SELECT article_id, title, text, source, metadata FROM articles ORDER BY rowid")
-        return [Article(aid, title, text, source, json.loads(meta)) for aid, title, text, source, meta in cur]
+        pages = "pages" if self._has_pages else "NULL"
+        cur = self._db().execute(
+            f"SELECT article_id, title, text, source, metadata, {pages} FROM articles ORDER BY rowid"
+        )
+        return [
+            Article(aid, title, text, source, json.loads(meta), tuple(json.loads(pg)) if pg else ())
+            for aid, title, text, source, meta, pg in cur
+        ]
 
     def all_passages(self) -> list[Passage]:
-        cur = self._db().execute(f"SELECT {_PASSAGE_COLS} FROM passages ORDER BY row")
+        cur = self._db().execute(f"SELECT {self._cols} FROM passages ORDER BY row")
         return [Passage(*r) for r in cur]
 
     def raw_vectors(self) -> np.ndarray:

@@ -16,7 +16,7 @@ TokenCounter = Callable[[str], int]
 Span = tuple[int, int]
 
 # Bump when the same text and settings would split differently, so stale indexes are rebuilt.
-CHUNKER_VERSION = 1
+CHUNKER_VERSION = 2
 
 _CJK = re.compile(
     "[\u1100-\u11ff\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3130-\u31ff\u3200-\u33ff"
@@ -42,6 +42,20 @@ _RUN_ON_STARTS = frozenset(",，;；:：、.!?。！？…”’）)」』》】
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 _WRAPPERS = dict(zip("“‘\"'「『《【(（[", "”’\"'」』》】)）]", strict=True))
 _SENTENCES, _CLAUSES, _WORDS, _CHARS = range(4)
+# Words for the debris rule: runs of letters or digits outside CJK; a CJK character counts half a word.
+_NON_CJK_WORD = re.compile(r"[^\W_]+")
+# Lines that are about an article rather than of it, whatever their length: photo credits ("图/视觉中国",
+# "Photo: AP", "(Reuters/Jane Doe)", "Getty Images"), bylines ("By Jane Doe", "记者 王晓", "文/王晓") and source
+# or attribution lines ("Credit: ...", "来源：...", "Источник: ...").
+_DEBRIS = re.compile(
+    r"(?:^|[\s。.,，])(?:图|圖|摄|攝)\s*[/／|｜]\s*\S{1,20}$"
+    r"|^\(?(?:photo|picture|image|credit|source|photograph)s?\s*(?:by|:)"
+    r"|(?:^|[/(（|｜])\s*(?:getty images|afp|reuters|associated press|ap photo|shutterstock)[)）]?\.?$"
+    r"|^(?:by|от|автор:?)\s+\w[\w.'’-]*(?:\s+\w[\w.'’-]*){0,3}$"
+    r"|^(?:记者|文\s*[/／]|作者[:：]|来源[:：]|編輯|编辑[:：]|责任编辑|источник:|фото:)",
+    re.IGNORECASE,
+)
+_DEBRIS_MAX_CHARS = 120
 
 
 @dataclass(frozen=True)
@@ -50,12 +64,17 @@ class ChunkerSettings:
 
     max_tokens: int = 512
     heading_max_chars: int = 80
+    # Measured on the seed (docs/ingestion.md#debris): passages under 4 words rank in the top 3 of unrelated short
+    # queries after centering; from 4 words on, none did.
+    min_words: float = 4
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
             raise BadInput(f"chunker max_tokens is {self.max_tokens}; it must be at least 1.")
         if self.heading_max_chars < 0:
             raise BadInput(f"chunker heading_max_chars is {self.heading_max_chars}; use 0 or more.")
+        if self.min_words < 0:
+            raise BadInput(f"chunker min_words is {self.min_words}; use 0 (keep every paragraph) or more.")
 
     def describe(self) -> dict[str, Any]:
         return {"chunker": f"paragraphs-v{CHUNKER_VERSION}", **asdict(self)}
@@ -90,24 +109,93 @@ def split_sentences(text: str) -> list[Span]:
     return _segments(text, 0, len(text), cuts)
 
 
+@dataclass(frozen=True)
+class ChunkedArticle:
+    """An article's passages, and the text of each debris paragraph that was joined into one of them.
+
+    The debris texts are the article's paragraphs as written that no longer stand alone: the index embeds them
+    only as samples of their language's centering mean (docs/quality.md#how-centering-works), never as passages.
+    """
+
+    chunks: list[Chunk]
+    debris: list[str]
+
+
 def chunk_article(text: str, count_tokens: TokenCounter, settings: ChunkerSettings = ChunkerSettings()) -> list[Chunk]:
     """The passages of one article, in order, each within `settings.max_tokens` by `count_tokens`.
 
     Offsets point into `text`; `Chunk.text == normalize_whitespace(text[start:end])`. Paragraphs that do
     not fit are cut at sentences, then clauses, then spaces, then between characters; nothing is dropped.
     """
+    return split_article(text, count_tokens, settings).chunks
+
+
+def split_article(
+    text: str, count_tokens: TokenCounter, settings: ChunkerSettings = ChunkerSettings()
+) -> ChunkedArticle:
+    """`chunk_article`'s passages, plus the normalised text of each debris paragraph joined into one of them
+    (in article order; a section of a single debris paragraph keeps it as its own passage, so it is not listed)."""
     packer = _Packer(text, count_tokens, settings.max_tokens)
     chunks: list[Chunk] = []
     section: str | None = None
     paragraph = 0
-    for start, end, heading in _paragraphs(text, settings):
+    units, joined = _join_debris(text, _paragraphs(text, settings), settings)
+    for start, end, heading in units:
         if heading:
             section = normalize_whitespace(text[start:end])
             continue
         for part, (a, b) in enumerate(packer.parts((start, end))):
             chunks.append(Chunk(paragraph, part, a, b, normalize_whitespace(text[a:b]), section))
         paragraph += 1
-    return chunks
+    return ChunkedArticle(chunks, [normalize_whitespace(text[a:b]) for a, b in joined])
+
+
+def word_count(text: str) -> float:
+    """Words of `text` for the debris rule: letter/digit runs outside CJK, plus half a word per CJK character."""
+    cjk = len(_CJK.findall(text))
+    return len(_NON_CJK_WORD.findall(_CJK.sub(" ", text))) + cjk / 2
+
+
+def is_debris(paragraph: str, settings: ChunkerSettings = ChunkerSettings()) -> bool:
+    """Whether a paragraph is too small or too much about the article to stand as a passage of its own.
+
+    Captions with a photo credit, bylines and attribution lines (any length up to a short paragraph), and any
+    paragraph under `settings.min_words`: alone, such a passage sits near the centre of its language after
+    centering and ranks high for almost any short query.
+    """
+    text = normalize_whitespace(paragraph)
+    return word_count(text) < settings.min_words or (len(text) <= _DEBRIS_MAX_CHARS and bool(_DEBRIS.search(text)))
+
+
+def _join_debris(
+    text: str, units: list[tuple[int, int, bool]], settings: ChunkerSettings
+) -> tuple[list[tuple[int, int, bool]], list[Span]]:
+    """Debris paragraphs (see `is_debris`) joined to the paragraph before them in the same section, else to the
+    one after; a section of nothing but debris is one paragraph. Joined spans keep the text between them, so
+    offsets still point into the article. Also returns the spans of the debris paragraphs that were joined to
+    another one (a debris paragraph left alone is a unit as it stands)."""
+    out: list[tuple[int, int, bool]] = []
+    debris: list[Span] = []
+    pending: tuple[int, int] | None = None  # debris at the start of a section, waiting for its paragraph
+    for start, end, heading in units:
+        if heading:
+            if pending:
+                out.append((*pending, False))
+                pending = None
+            out.append((start, end, True))
+        elif not is_debris(text[start:end], settings):
+            out.append(((pending or (start, end))[0], end, False))
+            pending = None
+        else:
+            debris.append((start, end))
+            if out and not out[-1][2]:
+                out[-1] = (out[-1][0], end, False)
+            else:
+                pending = ((pending or (start, end))[0], end)
+    if pending:
+        out.append((*pending, False))
+    alone = {(start, end) for start, end, heading in out if not heading}
+    return out, [span for span in debris if span not in alone]
 
 
 def _side_is_cjk(text: str, i: int, step: int) -> bool:
@@ -158,6 +246,8 @@ def _is_heading(line: str, following: str | None, settings: ChunkerSettings) -> 
     lower case or with punctuation that continues a sentence is mid-sentence, not a heading.
     """
     if len(line) > settings.heading_max_chars or _LINE_ENDS_SENTENCE.search(line) or _CLAUSE_MARK.search(line):
+        return False
+    if _DEBRIS.search(line):  # "By Jane Doe" is Title Case, but a byline
         return False
     if following and (following[0].islower() or following[0] in _RUN_ON_STARTS):
         return False

@@ -1,4 +1,4 @@
-"""Reading articles from files and folders (txt, md, html, jsonl); problems name the file and line."""
+"""Reading articles from files and folders (txt, md, html, pdf, jsonl); problems name the file and line."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ from bs4 import BeautifulSoup, Tag
 from bs4.dammit import EncodingDetector
 
 from search.errors import BadInput
-from search.ingest.html import visible_text
+from search.ingest.html import HtmlReader, main_text, visible_text
+from search.ingest.pdf import read_pdf
+from search.ingest.unicode import check_text, printable
 from search.records import Article
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".jsonl")
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".jsonl", ".pdf")
 DEFAULT_MAX_FILE_BYTES = 50_000_000
 # A line (a paragraph without a break) longer than this is kept, split into passages like any other, and
 # reported: it is more often an embedded blob, minified data or a lost line-ending convention than prose.
@@ -61,7 +63,9 @@ class CorpusReport:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def read_corpus(paths: Sequence[Path | str], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> CorpusReport:
+def read_corpus(
+    paths: Sequence[Path | str], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, *, html_reader: HtmlReader = "main"
+) -> CorpusReport:
     """Read every supported file under `paths`; bad files and lines are reported, not fatal.
 
     Raises BadInput only for a path that cannot be used at all: missing, or a named file of a type not read.
@@ -84,7 +88,7 @@ def read_corpus(paths: Sequence[Path | str], max_file_bytes: int = DEFAULT_MAX_F
             raise BadInput(f"{path}: no such file or folder")
         for file in files:
             try:
-                found = _read(file, root, report.skipped, max_file_bytes)
+                found = _read(file, root, report.skipped, max_file_bytes, html_reader)
             except Exception as exc:  # one unreadable file must not end a build of thousands
                 log.debug("reading %s failed", file, exc_info=True)
                 reason = f"could not be read ({type(exc).__name__}: {exc}); please report this file"
@@ -95,7 +99,11 @@ def read_corpus(paths: Sequence[Path | str], max_file_bytes: int = DEFAULT_MAX_F
 
 
 def read_file(
-    path: Path, root: Path, skipped: list[Skipped] | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    path: Path,
+    root: Path,
+    skipped: list[Skipped] | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    html_reader: HtmlReader = "main",
 ) -> list[Article]:
     """Read the articles in one file; ids are relative to `root` (the file's name if it is not under it).
 
@@ -103,7 +111,7 @@ def read_file(
     appended there and the readable articles are still returned.
     """
     _check_suffix(path)
-    return _drop_duplicates(_read(path, root, skipped, max_file_bytes), path, {}, skipped)
+    return _drop_duplicates(_read(path, root, skipped, max_file_bytes, html_reader), path, {}, skipped)
 
 
 def describe_problems(skipped: Sequence[Skipped], limit: int = 5) -> str:
@@ -188,7 +196,7 @@ def _drop_duplicates(found: _Found, path: Path, seen: dict[str, str], notes: lis
     return kept
 
 
-def _read(path: Path, root: Path, notes: list[Skipped] | None, cap: int) -> _Found:
+def _read(path: Path, root: Path, notes: list[Skipped] | None, cap: int, html_reader: HtmlReader = "main") -> _Found:
     """The articles in one file, each with its line number (JSONL only); file-level problems go to `notes`."""
     try:
         size = path.stat().st_size
@@ -203,17 +211,20 @@ def _read(path: Path, root: Path, notes: list[Skipped] | None, cap: int) -> _Fou
     if not data.strip():
         _note(notes, path, None, "empty file")
         return []
-    if b"\0" in data[:_BINARY_SNIFF_BYTES] and not data.startswith(tuple(_WIDE)):
-        _note(notes, path, None, "binary file")
-        return []
     try:
         rel = path.relative_to(root).as_posix()
     except ValueError:
         rel = path.name
     suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        return _repaired(_read_pdf(data, rel, path, notes), path, notes)
+    if b"\0" in data[:_BINARY_SNIFF_BYTES] and not data.startswith(tuple(_WIDE)):
+        _note(notes, path, None, "binary file")
+        return []
     html = suffix in (".html", ".htm")
+    metadata: dict[str, Any] = {}
     if html:
-        title, text, encoding = _parse_html(data)
+        title, text, encoding, metadata = _parse_html(data, html_reader)
     else:
         title, (text, encoding) = None, _decode(data)
         text = _normalise(text)
@@ -229,7 +240,16 @@ def _read(path: Path, root: Path, notes: list[Skipped] | None, cap: int) -> _Fou
         return _repaired(_parse_jsonl(text, rel, path, notes), path, notes)
     if suffix in (".md", ".markdown"):
         title = _markdown_title(text)
-    return _repaired([(None, Article(rel, title or path.stem, text, str(path)))], path, notes)
+    return _repaired([(None, Article(rel, title or path.stem, text, str(path), metadata))], path, notes)
+
+
+def _read_pdf(data: bytes, rel: str, path: Path, notes: list[Skipped] | None) -> _Found:
+    try:
+        pdf = read_pdf(data)
+    except BadInput as exc:
+        _note(notes, path, None, str(exc))
+        return []
+    return [(None, Article(rel, pdf.title or path.stem, pdf.text, str(path), pdf.metadata, tuple(pdf.pages)))]
 
 
 def _size(n: int) -> str:
@@ -341,6 +361,12 @@ def _jsonl_article(line: str, number: int, rel: str, path: Path) -> Article:
     if title is not None and not isinstance(title, str):
         raise _BadLine(f'"title" must be a string, got {_json_type(title)}')
     metadata = {key: value for key, value in obj.items() if key not in ("text", "id", "title")}
+    try:
+        for key, value in obj.items():
+            check_text("a field name", key)
+            check_text(f'"{key}"', value)
+    except BadInput as exc:
+        raise _BadLine(printable(str(exc))) from None
     return Article(article_id, title or "", _normalise(text), str(path), metadata)
 
 
@@ -353,8 +379,11 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-def _parse_html(data: bytes) -> tuple[str | None, str, str | None]:
-    """(title, visible body text, how it was decoded, as `_decode` says) of an HTML document.
+def _parse_html(data: bytes, reader: HtmlReader = "main") -> tuple[str | None, str, str | None, dict[str, Any]]:
+    """(title, text, how it was decoded, as `_decode` says, metadata) of an HTML document.
+
+    The text is the page's main content (`html.main_text`) with its title, author, date, URL and site name,
+    or, with reader "visible" or when extraction finds nothing, all visible body text.
 
     As in browsers, a declared charset wins; undeclared, it is UTF-8 or else the detected encoding.
     """
@@ -374,5 +403,7 @@ def _parse_html(data: bytes) -> tuple[str | None, str, str | None]:
         if isinstance(tag, Tag) and (words := tag.get_text().split()):
             title = " ".join(words)
             break
+    if reader == "main" and (page := main_text(str(soup))) is not None:
+        return page.title or title, page.text, how, page.metadata
     root = soup.body if soup.body is not None else soup
-    return title, _normalise(visible_text(root)), how
+    return title, _normalise(visible_text(root)), how, {}

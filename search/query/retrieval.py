@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -11,7 +10,7 @@ from search.config import Settings
 from search.index.centering import normalize_rows
 from search.index.store import Store
 from search.ingest.chunking import split_sentences
-from search.ingest.language import LanguageGuess
+from search.ingest.language import SCRIPTS, LanguageGuess, script_of
 from search.query.ranking import Candidate, fuse_in_language, group_by_article, head, order, single
 from search.records import Highlight, Hit, Mode, Passage, SearchQuery
 
@@ -22,36 +21,13 @@ _GROUP_POOL = 400
 # against every indexed language written in the query's script, instead of a language that is only a guess.
 _CONFIDENT = 0.5
 _HIGHLIGHT_MARGIN = 0.02
-_SCRIPTS = {
-    "Latin": "en de es fr it pt tr vi ro pl nl sv id".split(),
-    "Cyrillic": ["ru", "uk"],
-    "CJK": ["zh", "ja"],
-    "Hangul": ["ko"],
-    "Arabic": ["ar", "fa"],
-    "Hebrew": ["he"],
-    "Greek": ["el"],
-    "Devanagari": ["hi"],
-    "Thai": ["th"],
-}
-
-
-def script_of(text: str) -> str | None:
-    """The script of the first letter of `text`, by its Unicode name ("LATIN SMALL LETTER A" -> "Latin")."""
-    for ch in text:
-        if ch.isalpha():
-            name = unicodedata.name(ch, "")
-            for script in _SCRIPTS:
-                if name.upper().startswith(script.upper()):
-                    return script
-            return "CJK" if "CJK" in name or "HIRAGANA" in name or "KATAKANA" in name else None
-    return None
 
 
 def lexical_languages(query: str, guess: LanguageGuess, indexed: Sequence[str]) -> list[str]:
     if guess.confidences.get(guess.lang, 0.0) >= _CONFIDENT:
         return [guess.lang] if guess.lang in indexed else []
     script = script_of(query)
-    same = set(_SCRIPTS.get(script, [])) if script else set()
+    same = set(SCRIPTS.get(script, [])) if script else set()
     return [lang for lang in indexed if lang in same or lang == guess.lang]
 
 

@@ -7,6 +7,7 @@ from datetime import date
 
 from search.config import Settings
 from search.errors import BadInput
+from search.ingest.unicode import check_text
 from search.records import MODES, SearchQuery
 
 MAX_OFFSET = 10_000
@@ -21,6 +22,10 @@ def check_k(k: int, max_k: int) -> None:
 
 def validate(q: SearchQuery, settings: Settings) -> None:
     """Raise `BadInput` naming the first field out of bounds; the edges pass fields through unchecked."""
+    texts: dict[str, object] = {"query": q.query, "lang": q.langs, "article": q.articles, "metadata": q.metadata}
+    texts |= {"published_after": q.published_after, "published_before": q.published_before}
+    for field, text in texts.items():
+        check_text(field, text)
     if not q.query.strip():
         raise BadInput("query: must not be blank")
     if len(q.query) > settings.max_query_chars:

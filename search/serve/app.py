@@ -70,7 +70,13 @@ _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {**_ERRORS, 409: {"model": Erro
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+    # The message may quote the request (a field name, a metadata key), which may hold a lone surrogate.
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": _encodable(message)}})
+
+
+def _encodable(text: str) -> str:
+    """`text` with lone surrogates written as \\udXXX escapes, so that the response can be encoded as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def _watch(svc: SearchService) -> None:

@@ -31,8 +31,8 @@ def create_mcp(get_service: Callable[[], SearchService]) -> MCPServer:
 
     @server.tool(
         description="Search the articles for passages that answer a question, in any language. Returns ranked "
-        "passages with passage_id, article_id, title, paragraph, language, score and text; context=N adds the N "
-        "paragraphs around each hit; lang restricts passage languages (ISO 639-1 codes such as en, zh, ru)."
+        "passages with passage_id, article_id, title, paragraph, page (PDFs), language, score and text; context=N "
+        "adds the N paragraphs around each hit; lang restricts passage languages (ISO 639-1 codes such as en, zh, ru)."
     )
     def search_passages(
         query: str, k: int = 5, lang: list[str] | None = None, mode: Mode | None = None, context: int = 0

@@ -24,6 +24,7 @@ class PassageOut(BaseModel):
     end: int
     lang: str = Field(description="ISO 639-1 code of the passage's language, 'und' if undetermined")
     section: str | None = Field(None, description="the heading the passage stands under, if any")
+    page: int | None = Field(None, description="1-based page of a PDF where the passage begins; null for other files")
     text: str
 
 

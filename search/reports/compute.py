@@ -13,7 +13,9 @@ Labels, per unordered language pair (A, B):
   (Gale & Church), and a margin above the pair's threshold. The threshold comes from target-decoy competition:
   targets are mutual best matches, decoys are the second-best matches of mutual queries and the best matches of
   the others (a passage has at most one translation per language); it is the lowest margin at which decoys above
-  it are at most `fdr` times the targets above it;
+  it are at most `fdr` times the targets above it. With fewer than 1/`fdr` targets (a few dozen passages) that
+  estimate cannot resolve the rate asked for, so a translation must then also be related (below): a mutual best
+  match whose cosine is within what random pairs of the two languages reach is no evidence of a translation;
 - related: cosine >= the pair's threshold: the `related_quantile` quantile of the cosines of random passage pairs of
   that language pair (each passage's best match left out), or a fixed `--threshold`.
 """
@@ -240,7 +242,11 @@ def label_pairs(
             f"most {o.fdr:g} x targets above it (targets: {len(targets)} mutual best matches; decoys: {len(decoys)} "
             "second-best and non-mutual best matches)"
         )
-        label[sel & mutual & fits & (mar >= t_tr)] = TRANSLATION
+        # Too few targets for the decoys to bound the rate asked for: the cosine must stand out from random pairs too.
+        underpowered = len(targets) * o.fdr < 1
+        if underpowered:
+            tr_how += f"; fewer than {1 / o.fdr:g} targets, so also related (cosine >= {t_rel:.4f})"
+        label[sel & mutual & fits & (mar >= t_tr) & ((cos >= t_rel) | (not underpowered))] = TRANSLATION
         calibration.append(replace(cal, translation=round(t_tr, 4), translation_how=tr_how, targets=len(targets)))
         curves[(name_a, name_b)] = (targets, decoys)
     found = label >= 0

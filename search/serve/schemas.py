@@ -151,6 +151,9 @@ class VectorIndexOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     model: str | None
+    precision: str = Field(
+        "fp32", description="the encoder's precision profile the index was built (and is searched) with"
+    )
     index_size: int
     build_id: str
     built_at: str | None

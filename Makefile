@@ -57,8 +57,9 @@ load: index ## 60 s at 16 clients on a server of the index, then again during a 
 eval: model ## retrieval quality on XQuAD through the product's own path -> eval-results/
 	$(BIN)/python -m benchmarks.eval --langs $(EVAL_LANGS) --out eval-results
 
-bench: model ## indexing, query latency under load, memory, vector-index scale -> bench-results/
+bench: model ## indexing, query latency under load, memory, vector-index scale, precision profiles -> bench-results/
 	$(BIN)/python -m benchmarks.bench --out bench-results
+	$(BIN)/python -m benchmarks.bench_precision --out bench-results
 
 lint: install ## ruff, mypy and the import layers (import-linter, contracts in pyproject.toml)
 	$(BIN)/ruff check search tests tools benchmarks

@@ -25,7 +25,7 @@ from benchmarks.eval_report import render
 from benchmarks.ir_metrics import distinct, score
 from benchmarks.machine import load_average, machine_info
 from benchmarks.xquad import EVAL_LANGS, Question, XQuAD, lang_of, load, write_corpus
-from search.config import Settings
+from search.config import Precision, Settings
 from search.model.embedders import Embedder
 from search.records import MODES, Mode, SearchQuery, SearchResult
 from search.service import SearchService
@@ -52,6 +52,8 @@ class QueryMemo:
         self.fingerprint = inner.fingerprint
         self.dimension = inner.dimension
         self.max_tokens = inner.max_tokens
+        # The precision profile the build records in its manifest (search.index.build.precision_of).
+        self.precision_choice = getattr(inner, "precision_choice", None)
         self._vectors: dict[str, np.ndarray] = {}
 
     def count_tokens(self, text: str, *, query: bool = False) -> int:
@@ -163,14 +165,21 @@ def passage_langid(svc: SearchService) -> dict[str, Any]:
 
 
 def run(
-    langs: Sequence[str], limit: int | None, out: Path, batch: int = 64, mode: Mode | None = "dense"
+    langs: Sequence[str],
+    limit: int | None,
+    out: Path,
+    batch: int = 64,
+    mode: Mode | None = "dense",
+    precision: Precision | None = None,
 ) -> dict[str, Any]:
+    """Every task's figures; `precision` overrides SEARCH_PRECISION (benchmarks.bench_precision compares them)."""
     started = time.perf_counter()
     info = machine_info()
     xq = load(langs, limit)
     files = write_corpus(xq, out / "corpus")
     cache = out / "embeddings.sqlite"
-    boot = SearchService(Settings(embedding_cache=cache))
+    extra: dict[str, Any] = {} if precision is None else {"precision": precision}
+    boot = SearchService(Settings(embedding_cache=cache, **extra))
     memo, detector = QueryMemo(boot.embedder), boot.detector
     builds: list[dict[str, Any]] = []
     tasks: list[dict[str, Any]] = []
@@ -179,7 +188,7 @@ def run(
     for pool in pools(langs):
         for centering in (False, True):
             index_dir = out / "indexes" / f"{pool.name}-{'centered' if centering else 'raw'}"
-            settings = Settings(index_dir=index_dir, centering=centering, embedding_cache=cache)
+            settings = Settings(index_dir=index_dir, centering=centering, embedding_cache=cache, **extra)
             svc = SearchService(settings, embedder=memo, detector=detector)
             summary = svc.build([files[lang] for lang in pool.langs])
             svc.load()
@@ -198,6 +207,7 @@ def run(
             "k_fetch": K_FETCH,
             "mode": mode or boot.settings.default_mode,
             "model": boot.settings.model,
+            "precision": boot.settings.precision,
             "centering_min_passages": boot.settings.centering_min_passages,
             "detector_languages": boot.settings.languages,
         },

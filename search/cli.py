@@ -88,10 +88,13 @@ def _report_build(summary: BuildSummary, settings: Settings, as_json: bool) -> N
     for s in summary.skipped:
         where = f"{s.path}:{s.line}" if s.line else s.path
         typer.echo(f"skipped {where}: {s.reason}", err=True)
+    if summary.precision_note:
+        typer.echo(f"precision: {summary.precision_note}", err=True)
     line = (
         f"indexed {summary.articles} articles, {summary.passages} passages "
         f"({summary.embedded} embedded, {summary.reused} reused, {summary.removed} removed) "
         f"in {summary.seconds:.1f}s [{_stages(summary.stages)}] -> {settings.index_dir}/ build {summary.build_id}"
+        f"{'' if summary.precision == 'fp32' else f' (precision {summary.precision})'}"
     )
     _finish(line, summary.as_dict(), as_json)
 

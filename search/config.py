@@ -28,6 +28,10 @@ DEFAULT_LANGUAGES = "en zh ru de es fr it pt ar ja ko hi tr vi th el ro uk pl nl
 # by ONNX Runtime, in fp32 or with int8 weights (quantized dynamically). Vectors differ slightly between them, so each
 # has its own fingerprint: an index built with one is refused by the others.
 Backend = Literal["torch", "onnx", "onnx-int8"]
+# How the torch backend's packed forward pass computes its dense layers (search/model/packed.py): fp32, bf16 weights,
+# dynamic int8 (per-channel weights, the most sensitive layers kept), or int8 with those layers in bf16. Each has
+# its own fingerprint: an index built with one is refused by the others.
+Precision = Literal["fp32", "bf16", "int8", "int8-bf16"]
 # How the lexical index cuts Chinese: jieba words or character bigrams (search/index/lexical.py).
 ZhTokenizer = Literal["jieba", "bigram"]
 
@@ -61,6 +65,11 @@ class Settings(BaseSettings):
         True,
         description="torch backend: run mean-pooled BERT models (the default model is one) through the packed "
         "forward pass (search/model/packed.py: same vectors, no padding, faster); false: sentence-transformers' own",
+    )
+    precision: Precision = Field(
+        "fp32",
+        description="torch backend, packed forward: dense layers in fp32, bf16, int8 or int8-bf16 (faster, vectors "
+        "slightly off fp32: docs/performance.md#precision-profiles); a CPU without the profile falls back to fp32",
     )
     index_dir: Path = Field(Path("index"), description="folder of the published index")
     cache_dir: Path = Field(default_factory=_default_cache, description="restored models and embedding cache")

@@ -12,7 +12,7 @@ from typing import Any
 
 from search.config import Settings, load_settings
 from search.errors import BadInput, IndexMismatch, NotFound
-from search.index.build import BuildSummary, build_from_articles, build_index
+from search.index.build import BuildSummary, build_from_articles, build_index, precision_of
 from search.index.meanbank import MeanBank, cache_path, compute_bank, find_bank, read_texts
 from search.index.store import Store, VectorIndexOptions, current_build, read_manifest
 from search.index.writers import writer_lock
@@ -95,6 +95,14 @@ class SearchService:
                 f"{self.settings.model}` or set SEARCH_MODEL={name}"
             )
         embedder = self.embedder
+        built_precision = built.get("precision", "fp32")
+        running, note = precision_of(embedder)
+        if built.get("fingerprint") != embedder.fingerprint and built_precision != running:
+            raise IndexMismatch(
+                f"the index in {index_dir}/ was built with precision {built_precision} but this process encodes "
+                f"in {running}{f' ({note})' if note else ''}: vectors of different precisions do not mix; set "
+                f"SEARCH_PRECISION={built_precision}, or rebuild with `search index` at SEARCH_PRECISION={running}"
+            )
         if built.get("fingerprint") != embedder.fingerprint or manifest.get("dimension") != embedder.dimension:
             raise IndexMismatch(
                 f"the index in {index_dir}/ was built with another version of {embedder.name!r} (fingerprint "
@@ -291,6 +299,7 @@ class SearchService:
             "model": name,
             # Builds from before the manifest said it: described from the name.
             "model_about": built.get("about") or (describe_model(name) if name else None),
+            "precision": built.get("precision", "fp32"),
             "index_size": store.size,
             "build_id": store.build_id,
             "built_at": m.get("built_at"),

@@ -131,3 +131,18 @@ def test_bench_quick_runs(tmp_path: Path) -> None:
         assert 0.5 < v["recall_at_10"] <= 1.0 and v["bytes_per_vector"] > 0 and v["batched"]["queries_per_s"] > 0
         if v["index"] == "flat":
             assert v["recall_at_10"] == 1.0 and v["bytes_per_vector"] >= 384 * 4
+
+
+@pytest.mark.model
+def test_bench_precision_quick_runs(tmp_path: Path) -> None:
+    stdout = run_module("benchmarks.bench_precision", "--quick", "--out", str(tmp_path))
+
+    result = json.loads((tmp_path / "precision.json").read_text(encoding="utf-8"))
+    assert "## Precision profiles" in stdout
+    rows = {r["profile"]: r for r in result["speed"]["profiles"]}
+    assert set(rows) == {"fp32", "bf16", "int8", "int8-bf16"}
+    for r in rows.values():
+        assert r["passages_per_second"] > 0 and r["query_ms"]["p50_ms"] > 0 and r["query_batch_ms"]["p50_ms"] > 0
+        assert set(r["cosine_to_fp32"]) == {"short", "long", "mixed", "over_window"}
+    assert all(c["min"] > 0.999 for c in rows["fp32"]["cosine_to_fp32"].values())
+    assert f"| fp32 (fp32) | {rows['fp32']['passages_per_second']} | 1.00x" in stdout

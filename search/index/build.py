@@ -47,6 +47,8 @@ class BuildSummary:
     skipped: list[Skipped] = field(default_factory=list)
     build_id: str = ""
     index_dir: str = ""
+    precision: str = "fp32"  # the encoder's precision profile as run (search/model/precision.py)
+    precision_note: str = ""  # why it is not the one asked for (a CPU without it), or empty
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -54,6 +56,16 @@ class BuildSummary:
         out["stages"] = {k: round(v, 3) for k, v in self.stages.items()}
         out["seconds"] = round(self.seconds, 3)
         return out
+
+
+def precision_of(embedder: Embedder) -> tuple[str, str]:
+    """The precision an embedder runs in and why it is not the requested one; fp32 for embedders without
+    profiles (ONNX, test fakes)."""
+    choice = getattr(embedder, "precision_choice", None)
+    if choice is None:
+        return "fp32", ""
+    note = f"{choice.requested} requested, fp32 used: {choice.reason}" if choice.fell_back else ""
+    return str(choice.effective), note
 
 
 def passage_id(article_id: str, text: str, occurrence: int) -> str:
@@ -184,6 +196,7 @@ def build_from_articles(
     """Chunk, identify, embed (through the cache), center, write and publish `articles` as a new build."""
     summary = summary or BuildSummary(index_dir=str(index_dir))
     start = time.perf_counter() if start is None else start
+    summary.precision, summary.precision_note = precision_of(embedder)
     passages, debris = split_articles(articles, embedder, detector, summary)
 
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -212,6 +225,7 @@ def build_from_articles(
             "about": describe_model(embedder.name),
             "fingerprint": embedder.fingerprint,
             "max_tokens": embedder.max_tokens,
+            "precision": summary.precision,
         },
         "chunker": ChunkerSettings(max_tokens=embedder.max_tokens).describe(),
         "centering_min_passages": centering_min_passages,

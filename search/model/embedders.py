@@ -12,11 +12,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from search.config import DEFAULT_MODEL, DEFAULT_MODEL_ABOUT, DEFAULT_MODEL_ORIGIN, Backend, Settings
+from search.config import DEFAULT_MODEL, DEFAULT_MODEL_ABOUT, DEFAULT_MODEL_ORIGIN, Backend, Precision, Settings
 from search.errors import ModelUnavailable
 from search.model.loading import no_progress_bars
 from search.model.onnx import OnnxEmbedder
 from search.model.packed import PackedBert
+from search.model.precision import INT8_KEEP, PrecisionChoice, choose
 from search.model.restore import restore_default_model
 from search.model.windows import windowed_mean
 
@@ -28,6 +29,13 @@ PACKED_TOKENS = 8192
 # Agreement required between the packed forward and sentence-transformers on the probe texts at load; measured
 # agreement is 0.9999999 (float rounding), so this only trips on a model this code does not understand.
 PROBE_MIN_COSINE = 0.9999
+# A precision profile's agreement with the fp32 packed pass on the probe texts at load, below which the embedder
+# falls back to fp32. Measured on XQuAD texts (`python -m benchmarks.bench_precision`): bf16 0.99999, int8 and
+# int8-bf16 with INT8_KEEP >= 0.989 (mean 0.995); the bounds sit below the worst seen, so only a broken profile
+# trips them.
+PRECISION_MIN_COSINE: dict[str, float] = {"bf16": 0.999, "int8": 0.98, "int8-bf16": 0.98}
+# Part of a profile's fingerprint: bump it when a profile's arithmetic changes (say, which layers INT8_KEEP keeps).
+PRECISION_VERSION = "1"
 _PROBES = (
     "Who is Oleg Ushakov?",
     "北约是冷战的产物吗？科尔图诺夫对《中国新闻周刊》表示，美俄对“特普会”的期待依然很高。",
@@ -142,6 +150,7 @@ class SentenceTransformerEmbedder:
         interop_threads: int = 1,
         *,
         packed: bool = True,
+        precision: Precision = "fp32",
     ) -> None:
         limit_threads(threads, interop_threads)  # first: it must run before torch is imported
         from sentence_transformers import SentenceTransformer
@@ -160,7 +169,7 @@ class SentenceTransformerEmbedder:
             raise ModelUnavailable(f"cannot load model {model!r}: {str(exc).rstrip('. ')}. {hint}") from exc
         self.name = model
         self.backend = "torch"
-        self.fingerprint = _folder_fingerprint(where) if isinstance(where, Path) else model
+        base_fingerprint = _folder_fingerprint(where) if isinstance(where, Path) else model
         self.dimension = int(self._model.get_embedding_dimension() or 0)
         self.max_tokens = int(self._model.max_seq_length or 512)
         self.batch_size = batch_size
@@ -169,6 +178,12 @@ class SentenceTransformerEmbedder:
         self.passage_prompt = prompts.get("passage", prompts.get("document", ""))
         self._tokenizer = self._model.tokenizer
         self._packed = self._load_packed() if packed else None
+        self.precision_choice = self._apply_precision(precision)
+        self.precision: Precision = self.precision_choice.effective
+        # fp32 keeps the model's own fingerprint (indexes built before profiles existed stay valid); a profile's
+        # vectors differ, so its fingerprint does too. The part before "+" still finds the model's mean bank.
+        suffix = "" if self.precision == "fp32" else f"+{self.precision}-v{PRECISION_VERSION}"
+        self.fingerprint = base_fingerprint + suffix
         self.runtime = "torch-packed" if self._packed is not None else "torch-sentence-transformers"
 
     def _load_packed(self) -> PackedBert | None:
@@ -189,6 +204,39 @@ class SentenceTransformerEmbedder:
             )
             return None
         return packed
+
+    def _apply_precision(self, requested: Precision) -> PrecisionChoice:
+        """Swap the packed pass for `requested`'s when the CPU has it and it agrees with fp32 on the probes."""
+        if requested == "fp32":
+            return PrecisionChoice(requested, "fp32")
+        if self._packed is None:
+            reason = "precision profiles run in the packed forward pass, which this model/setting does not use"
+            log.warning("model %s: precision %s requested but %s: encoding in fp32", self.name, requested, reason)
+            return PrecisionChoice(requested, "fp32", reason)
+        choice = choose(requested)
+        if choice.fell_back:
+            return choice
+        profile = PackedBert(self._model[0].auto_model, choice.effective, INT8_KEEP)
+        worst = self.probe_cosine(profile)
+        if worst < PRECISION_MIN_COSINE[choice.effective]:
+            reason = (
+                f"its vectors are off fp32 on the probe texts (cosine {worst:.5f} < "
+                f"{PRECISION_MIN_COSINE[choice.effective]})"
+            )
+            log.warning("model %s: precision %s requested but %s: encoding in fp32", self.name, requested, reason)
+            return PrecisionChoice(requested, "fp32", reason)
+        log.info("model %s: precision %s (probe cosine to fp32 %.5f)", self.name, choice.effective, worst)
+        self._packed = profile
+        return choice
+
+    def probe_cosine(self, profile: PackedBert) -> float:
+        """The lowest cosine between `profile`'s vectors and the fp32 packed pass's on the probe texts."""
+        assert self._packed is not None
+        probes = self._token_ids(
+            [self.query_prompt + _PROBES[0], self.passage_prompt + _PROBES[1], _PROBES[2]], special=True
+        )
+        expected = _normalized(self._packed.mean_pooled(probes))
+        return float(np.min(np.sum(expected * _normalized(profile.mean_pooled(probes)), axis=1)))
 
     def _token_ids(self, texts: Sequence[str], *, special: bool) -> list[list[int]]:
         return list(self._tokenizer(list(texts), add_special_tokens=special, verbose=False)["input_ids"])
@@ -281,6 +329,7 @@ def embedder_for(settings: Settings) -> Embedder:
         s.batch_size,
         interop_threads=s.interop_threads,
         packed=s.packed_forward,
+        precision=s.precision,
     )
 
 
@@ -293,12 +342,15 @@ def make_embedder(
     interop_threads: int = 1,
     *,
     packed: bool = True,
+    precision: Precision = "fp32",
 ) -> Embedder:
     """The embedder for `backend`: the torch model as restored, or the same weights run by ONNX Runtime."""
     if backend == "torch":
         return SentenceTransformerEmbedder(
-            model, cache_dir, threads, batch_size, interop_threads=interop_threads, packed=packed
+            model, cache_dir, threads, batch_size, interop_threads=interop_threads, packed=packed, precision=precision
         )
+    if precision != "fp32":
+        log.warning("SEARCH_PRECISION=%s applies to the torch backend only; %s runs as exported", precision, backend)
     where = resolve_model(model, cache_dir)
     if not isinstance(where, Path):
         raise ModelUnavailable(

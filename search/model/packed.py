@@ -14,9 +14,10 @@ Supported: `BertModel` with absolute position embeddings, GELU, post-layer-norm;
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -29,26 +30,60 @@ if TYPE_CHECKING:
 BLOCK_MASK_TOKENS = 512
 
 
+# How the dense layers compute: fp32 (the model's own tensors), bf16 (weights cast to bfloat16, activations cast
+# around each product; layer norms, attention and pooling stay fp32), int8 (dynamic quantization: int8 weights per
+# output channel, activations quantized per call), or int8-bf16 (int8 where int8 is safe, bf16 on the kept layers).
+LinearPrecision = Literal["fp32", "bf16", "int8", "int8-bf16"]
+# The dense layers of encoder layer i, as `keep` names them: f"{i}.{name}".
+LINEAR_NAMES = ("qkv", "out", "up", "down")
+
+Linear = Callable[["torch.Tensor"], "torch.Tensor"]
+
+
 @dataclass(frozen=True)
 class _Layer:
-    qkv_weight: torch.Tensor  # query, key and value stacked: one matrix product instead of three
-    qkv_bias: torch.Tensor
-    out_weight: torch.Tensor
-    out_bias: torch.Tensor
+    qkv: Linear  # query, key and value stacked: one matrix product instead of three
+    out: Linear
     norm1_weight: torch.Tensor
     norm1_bias: torch.Tensor
-    up_weight: torch.Tensor
-    up_bias: torch.Tensor
-    down_weight: torch.Tensor
-    down_bias: torch.Tensor
+    up: Linear
+    down: Linear
     norm2_weight: torch.Tensor
     norm2_bias: torch.Tensor
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor, precision: str) -> Linear:
+    """`x -> x @ weight.T + bias` in `precision` ("fp32", "bf16" or "int8"), fp32 in and out."""
+    import torch
+    import torch.nn.functional as F
+
+    if precision == "fp32":
+        return lambda x: F.linear(x, weight, bias)
+    if precision == "bf16":
+        w16, b16 = weight.to(torch.bfloat16), bias.to(torch.bfloat16)
+        return lambda x: F.linear(x.to(torch.bfloat16), w16, b16).float()
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    dense = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        dense.weight.copy_(weight)
+        dense.bias.copy_(bias)
+    dense.qconfig = per_channel_dynamic_qconfig  # type: ignore[assignment]
+    # torch 2.13 marks its quantized tensor types deprecated (in favour of the torchao package) but they work and
+    # are what its fbgemm/onednn int8 kernels take; tests/test_precision.py checks the vectors they give.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.quantize_per_tensor, torch.quantize_per_channel", UserWarning)
+        quantized: Linear = DynamicLinear.from_float(dense)
+    return quantized
 
 
 class PackedBert:
     """Mean-pooled last hidden states of a `BertModel`, computed over packed token sequences."""
 
-    def __init__(self, bert: Any) -> None:
+    def __init__(self, bert: Any, precision: LinearPrecision = "fp32", keep: Collection[str] = ()) -> None:
+        """`precision` for the dense layers, except those named in `keep` ("3.down": layer 3's output dense),
+        which stay fp32 (or become bf16 under "int8-bf16")."""
         import torch
 
         cfg = bert.config
@@ -61,22 +96,27 @@ class PackedBert:
         self._position = emb.position_embeddings.weight
         self._token_type = emb.token_type_embeddings.weight[0]  # single-segment input: type 0 everywhere
         self._norm = (emb.LayerNorm.weight, emb.LayerNorm.bias)
+        self.precision = precision
+        base = "int8" if precision.startswith("int8") else precision
+        kept = "bf16" if precision == "int8-bf16" else "fp32"
+
+        def dense(i: int, name: str, weight: torch.Tensor, bias: torch.Tensor) -> Linear:
+            return _linear(weight, bias, kept if f"{i}.{name}" in keep else base)
+
         self._layers = []
         with torch.no_grad():
-            for layer in bert.encoder.layer:
+            for i, layer in enumerate(bert.encoder.layer):
                 att = layer.attention
+                qkv_weight = torch.cat([att.self.query.weight, att.self.key.weight, att.self.value.weight])
+                qkv_bias = torch.cat([att.self.query.bias, att.self.key.bias, att.self.value.bias])
                 self._layers.append(
                     _Layer(
-                        torch.cat([att.self.query.weight, att.self.key.weight, att.self.value.weight]).contiguous(),
-                        torch.cat([att.self.query.bias, att.self.key.bias, att.self.value.bias]).contiguous(),
-                        att.output.dense.weight,
-                        att.output.dense.bias,
+                        dense(i, "qkv", qkv_weight.contiguous(), qkv_bias.contiguous()),
+                        dense(i, "out", att.output.dense.weight, att.output.dense.bias),
                         att.output.LayerNorm.weight,
                         att.output.LayerNorm.bias,
-                        layer.intermediate.dense.weight,
-                        layer.intermediate.dense.bias,
-                        layer.output.dense.weight,
-                        layer.output.dense.bias,
+                        dense(i, "up", layer.intermediate.dense.weight, layer.intermediate.dense.bias),
+                        dense(i, "down", layer.output.dense.weight, layer.output.dense.bias),
                         layer.output.LayerNorm.weight,
                         layer.output.LayerNorm.bias,
                     )
@@ -130,9 +170,7 @@ class PackedBert:
             )
             for layer in self._layers:
                 # (tokens, 3 * hidden) -> (3, heads, tokens, width): attention then runs per text, on its own tokens
-                qkv = (
-                    F.linear(h, layer.qkv_weight, layer.qkv_bias).view(total, 3, self.heads, width).permute(1, 2, 0, 3)
-                )
+                qkv = layer.qkv(h).view(total, 3, self.heads, width).permute(1, 2, 0, 3)
                 if block is not None or len(lengths) == 1:
                     ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=block)
                     ctx = ctx.transpose(0, 1).reshape(total, -1)
@@ -145,12 +183,12 @@ class PackedBert:
                         ]
                     )
                 h = F.layer_norm(
-                    F.linear(ctx, layer.out_weight, layer.out_bias) + h,
+                    layer.out(ctx) + h,
                     (self.hidden,), layer.norm1_weight, layer.norm1_bias, self.eps,
                 )  # fmt: skip
-                up = F.gelu(F.linear(h, layer.up_weight, layer.up_bias))
+                up = F.gelu(layer.up(h))
                 h = F.layer_norm(
-                    F.linear(up, layer.down_weight, layer.down_bias) + h,
+                    layer.down(up) + h,
                     (self.hidden,), layer.norm2_weight, layer.norm2_bias, self.eps,
                 )  # fmt: skip
             pooled = torch.stack([part.mean(dim=0) for part in h.split(lengths)])

@@ -155,6 +155,9 @@ class HealthOut(BaseModel):
     model_about: str | None = Field(
         None, description="what that name stands for, e.g. the default's restored copy of multilingual-e5-small"
     )
+    precision: str = Field(
+        "fp32", description="the encoder's precision profile the index was built (and is searched) with"
+    )
     index_size: int
     build_id: str
     built_at: str | None

@@ -58,6 +58,7 @@ def test_build_publishes_passages_with_offsets_languages_and_manifest(tmp_path, 
         "about": "fake-model from the Hugging Face hub",  # what the name would stand for: not a folder here
         "fingerprint": "fake-1",
         "max_tokens": 64,
+        "precision": "fp32",
     }
     assert manifest["dimension"] == 32 and manifest["normalized"] is True
     assert manifest["index"]["type"] == "IndexIDMap2(IndexFlatIP)"

@@ -13,6 +13,7 @@ import search.model.precision as precision
 from search.errors import IndexMismatch
 from search.model.packed import LINEAR_NAMES, PackedBert
 from tests.helpers import SEEDS, TEXTS
+from tests.test_api import CASES
 
 # The fastest profile: the tests build an index with it.
 FAST = "int8"
@@ -119,12 +120,28 @@ def fast_service(settings, fast, tmp_path_factory: pytest.TempPathFactory):  # t
     return _profile_service(settings, fast, tmp_path_factory.mktemp("fast-index"))
 
 
-def _seed_answers(svc) -> list[list[str]]:  # type: ignore[no-untyped-def]
+def _seed_answers(svc, k: int = 3) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    return [[text for text, _ in hits[:k]] for hits in _seed_hits(svc)]
+
+
+def _seed_hits(svc) -> list[list[tuple[str, float]]]:  # type: ignore[no-untyped-def]
     from search.records import SearchQuery
     from tests.test_api import CASES
 
-    results = svc.search_many([SearchQuery(q, k=3, mode="dense") for q, _ in CASES])
-    return [[h.passage.text for h in r.hits] for r in results]
+    results = svc.search_many([SearchQuery(q, k=4, mode="dense") for q, _ in CASES])
+    return [[(h.passage.text, h.score) for h in r.hits] for r in results]
+
+
+def _close_calls(fp32_hits: list[list[tuple[str, float]]], eps: float) -> set[int]:
+    """The seed questions whose fp32 ranks 3 and 4 are closer than `eps`: a profile whose scores move by about
+    that much may swap them, and no precision can promise their order."""
+    return {i for i, hits in enumerate(fp32_hits) if hits[2][1] - hits[3][1] < eps}
+
+
+# How far a profile moves a seed score from fp32 (measured on the 18 seed questions, top 4 each): bf16 up to
+# 0.0021, int8 up to 0.066. The seed has one knife-edge question (特朗普对与普京的通话有何评价?: fp32's ranks 3
+# and 4 are 0.1206 and 0.1203), and int8 also moves one at a 0.0095 gap (普京如何看待俄美关系?).
+BF16_NOISE, INT8_NOISE = 0.005, 0.02
 
 
 @pytest.mark.model
@@ -135,20 +152,26 @@ def test_bf16_index_answers_the_seed_questions_as_fp32(settings, service, tmp_pa
     if not precision.cpu_bf16():
         assert bf16.precision == "fp32"  # type: ignore[attr-defined]
         return
-    assert _seed_answers(_profile_service(settings, bf16, tmp_path / "bf16")) == _seed_answers(service)
+    ours = _seed_answers(_profile_service(settings, bf16, tmp_path / "bf16"))
+    fp32_hits = _seed_hits(service)
+    close = _close_calls(fp32_hits, BF16_NOISE)
+    assert len(close) <= 2, "the seed questions no longer separate their top 3 from the 4th: pick clearer ones"
+    theirs = [[text for text, _ in hits[:3]] for hits in fp32_hits]
+    differ = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if set(a) != set(b)]
+    assert set(differ) <= close, [CASES[i][0] for i in differ]
 
 
 @pytest.mark.model
 def test_int8_index_answers_the_seed_questions_nearly_as_fp32(service, fast_service) -> None:  # type: ignore[no-untyped-def]
-    from tests.test_api import CASES
-
-    # The paragraph fp32 finds in the top 3 stays there on all seed questions but one: int8 moves vectors by
-    # ~0.005 cosine, more than the gap between ranks 3 and 4 of "特朗普对与普京的通话有何评价?" (and ranks 1 and 2
-    # of the НАТО question swap): docs/performance.md#precision-profiles says what int8 costs.
-    ours, theirs = _seed_answers(fast_service), _seed_answers(service)
+    # The paragraph fp32 finds in the top 3 stays there on all seed questions but two, and those two are close
+    # calls for fp32 itself (ranks 3 and 4 nearer than int8 moves scores, INT8_NOISE):
+    # docs/performance.md#precision-profiles says what int8 costs.
+    ours, fp32_hits = _seed_answers(fast_service), _seed_hits(service)
+    theirs = [[text for text, _ in hits[:3]] for hits in fp32_hits]
     kept = [any(expected in t for t in a) for (_, expected), a in zip(CASES, ours, strict=True)]
     assert all(any(expected in t for t in b) for (_, expected), b in zip(CASES, theirs, strict=True))
-    assert sum(kept) >= len(CASES) - 1, [q for (q, _), k in zip(CASES, kept, strict=True) if not k]
+    missed = {i for i, k in enumerate(kept) if not k}
+    assert len(missed) <= 2 and missed <= _close_calls(fp32_hits, INT8_NOISE), [CASES[i][0] for i in missed]
     assert fast_service.health()["precision"] == FAST and service.health()["precision"] == "fp32"
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -99,6 +100,11 @@ def clis(tmp_path: Path) -> Iterator[Callable[..., Cli]]:
     yield start
     for cli in started:
         cli.kill()
+
+
+def served_hits(client: TestClient) -> list[Any]:
+    """The served index's hits for every query of QUERIES, as the API returns them."""
+    return [client.get("/search", params={"q": q, "k": 5}).json()["hits"] for q in QUERIES]
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -300,7 +306,7 @@ def test_a_corrupt_new_build_is_logged_and_the_old_one_keeps_serving(
     index = svc.settings.index_dir
     served = svc.load().build_id
     with TestClient(create_app(service=svc)) as client:
-        before = [client.get("/search", params={"q": q, "k": 5}).json()["hits"] for q in QUERIES]
+        before = served_hits(client)
         # a build that looks published but whose vectors are damaged: copy the served one, corrupt it, swap it in
         broken = index / "builds" / "29990101T000000Z-bad000"
         shutil.copytree(index / "builds" / served, broken)
@@ -315,14 +321,14 @@ def test_a_corrupt_new_build_is_logged_and_the_old_one_keeps_serving(
             time.sleep(0.05)
         assert f"still serving build {served}" in caplog.text and "checksum" in caplog.text
         assert client.get("/health").json()["build_id"] == served
-        assert [client.get("/search", params={"q": q, "k": 5}).json()["hits"] for q in QUERIES] == before
+        assert served_hits(client) == before
         r = client.post("/admin/reload")
         assert r.status_code == 503 and error_of(r) == "index_corrupt"
         # a write starts from the published build: it refuses to build on a corrupt one (nor on the older one)
         r = client.put("/articles/new", json={"text": "Owls hunt at night."})
         assert r.status_code == 503 and error_of(r) == "index_corrupt"
         assert current_build(index) == broken and client.get("/health").json()["build_id"] == served
-        assert [client.get("/search", params={"q": q, "k": 5}).json()["hits"] for q in QUERIES] == before
+        assert served_hits(client) == before
 
 
 def test_a_write_that_fails_mid_build_leaves_the_served_index_and_no_staging(
@@ -341,11 +347,11 @@ def test_a_write_that_fails_mid_build_leaves_the_served_index_and_no_staging(
             raise OSError(28, "No space left on device")
 
     with TestClient(create_app(service=svc), raise_server_exceptions=False) as client:
-        answered = [client.get("/search", params={"q": q, "k": 5}).json()["hits"] for q in QUERIES]
+        answered = served_hits(client)
         monkeypatch.setattr(search.index.writers, "reached", disk_full)
         assert client.put("/articles/new", json={"text": "Owls hunt at night."}).status_code == 500
         assert client.get("/health").json()["build_id"] == served == current_build(index).name  # type: ignore[union-attr]
-        assert [client.get("/search", params={"q": q, "k": 5}).json()["hits"] for q in QUERIES] == answered
+        assert served_hits(client) == answered
         assert leftovers(index) == [] and snapshot(index / "builds" / served) == before
         monkeypatch.undo()
         assert client.put("/articles/new", json={"text": "Owls hunt at night."}).status_code == 200

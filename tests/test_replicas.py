@@ -15,11 +15,10 @@ import httpx
 import pytest
 
 from search.config import Settings
+from search.serve.replicas import replica_settings
 from search.service import SearchService
 from tests.helpers import SEEDS, write
 from tools._server import running_server
-
-pytestmark = pytest.mark.model
 
 READ_KEY = "read-key-for-replicas-0001"
 ADMIN_KEY = "admin-key-for-replicas-001"
@@ -77,6 +76,7 @@ def per_replica(call: Callable[[], httpx.Response], until: Callable[[dict[str, A
     return answers
 
 
+@pytest.mark.model
 def test_both_replicas_answer_the_same_search_alike(url: str) -> None:
     def search() -> httpx.Response:
         return httpx.get(f"{url}/search", params={"q": "普京如何看待俄美关系?", "k": 5}, headers=READ, timeout=60)
@@ -87,6 +87,7 @@ def test_both_replicas_answer_the_same_search_alike(url: str) -> None:
     assert ranked[0] and ranked[0] == ranked[1]
 
 
+@pytest.mark.model
 def test_keys_guard_every_replica(url: str) -> None:
     r = httpx.get(f"{url}/search", params={"q": "NATO"}, timeout=30)
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
@@ -96,6 +97,7 @@ def test_keys_guard_every_replica(url: str) -> None:
     assert httpx.get(f"{url}/health", timeout=30).status_code == 200  # open, as on uvicorn
 
 
+@pytest.mark.model
 def test_health_metrics_and_web_page(url: str) -> None:
     health = httpx.get(f"{url}/health", timeout=30).json()
     assert health["status"] == "ok" and health["index_size"] > 0
@@ -107,6 +109,7 @@ def test_health_metrics_and_web_page(url: str) -> None:
     assert page.status_code == 200 and "<html" in page.text.lower()
 
 
+@pytest.mark.model
 def test_a_new_build_reaches_both_replicas(url: str, index_dir: Path, service: SearchService, tmp_path: Path) -> None:
     before = httpx.get(f"{url}/health", timeout=30).json()["build_id"]
     extra = write(tmp_path / "extra" / "lighthouse.txt", NEW_ARTICLE)
@@ -126,6 +129,15 @@ def test_a_new_build_reaches_both_replicas(url: str, index_dir: Path, service: S
     assert all("lighthouse" in a["hits"][0]["text"] for a in found.values())
 
 
+def test_replicas_get_absolute_paths_and_threads_for_their_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(index_dir=Path("idx"), cache_dir=Path("cache"), replica_cpus=2)
+    got = replica_settings(settings)
+    assert got.index_dir == Path("idx").resolve() and got.cache_dir.is_absolute() and got.threads == 2
+    monkeypatch.setenv("SEARCH_THREADS", "3")
+    assert replica_settings(Settings(replica_cpus=2)).threads == 3  # SEARCH_THREADS wins
+
+
+@pytest.mark.model
 def test_plain_serve_never_imports_ray(index_dir: Path) -> None:
     """`search serve` without --replicas, up to the moment uvicorn would start: Ray is not in sys.modules."""
     script = (

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 import search
 from search.config import Settings
+from search.errors import BadSettings, SearchError
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +81,20 @@ def serve_replicas(settings: Settings, replicas: int, on_ready: Callable[[str], 
     """
     import ray
     from ray import serve
+    from ray.serve.exceptions import RayServeException
 
-    ray.init(
-        address=settings.ray_address,
-        runtime_env={"py_modules": [str(Path(search.__file__).parent)]},
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
+    try:
+        ray.init(
+            address=settings.ray_address,
+            runtime_env={"py_modules": [str(Path(search.__file__).parent)]},
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    except ConnectionError as exc:
+        raise BadSettings(
+            f"SEARCH_RAY_ADDRESS={settings.ray_address!r} (--ray): no Ray cluster answers there ({exc}); start one "
+            "with `ray start --head`, or leave --ray out to start a local one"
+        ) from None
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -103,7 +111,13 @@ def serve_replicas(settings: Settings, replicas: int, on_ready: Callable[[str], 
             health_check_timeout_s=60,
             graceful_shutdown_timeout_s=5,
         )(serve.ingress()(SearchReplica))
-        serve.run(deployment.bind(replica_settings(settings)), name=APP_NAME, route_prefix="/")
+        try:
+            serve.run(deployment.bind(replica_settings(settings)), name=APP_NAME, route_prefix="/")
+        except (RayServeException, RuntimeError) as exc:  # RuntimeError: an application that failed to deploy
+            raise SearchError(
+                f"the replicas did not start: {exc}; their logs are under the Ray session's logs/serve/ "
+                "(/tmp/ray/session_latest/logs/serve/ on the head node)"
+            ) from None
         on_ready(f"http://{settings.host}:{settings.port}")
         while not stop.wait(1.0):
             pass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
-import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,9 @@ def serve_replicas(settings: Settings, replicas: int, on_ready: Callable[[str], 
 
     try:
         ray.init(
-            address=settings.ray_address,
+            # "local": a new Ray for this command. None would join any cluster this machine runs (`ray start`, or
+            # another program's), and leave Serve on it.
+            address=settings.ray_address or "local",
             runtime_env={"py_modules": [str(Path(search.__file__).parent)]},
             logging_level=logging.WARNING,
             log_to_driver=False,
@@ -95,9 +97,10 @@ def serve_replicas(settings: Settings, replicas: int, on_ready: Callable[[str], 
             f"SEARCH_RAY_ADDRESS={settings.ray_address!r} (--ray): no Ray cluster answers there ({exc}); start one "
             "with `ray start --head`, or leave --ray out to start a local one"
         ) from None
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    # SIGTERM stops the command as Ctrl-C does, even while it waits for the replicas to start: Serve is torn down
+    # below either way, never left running on the cluster.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         serve.start(
             http_options={"host": settings.host, "port": settings.port}, logging_config={"log_level": "WARNING"}
@@ -119,8 +122,10 @@ def serve_replicas(settings: Settings, replicas: int, on_ready: Callable[[str], 
                 "(/tmp/ray/session_latest/logs/serve/ on the head node)"
             ) from None
         on_ready(f"http://{settings.host}:{settings.port}")
-        while not stop.wait(1.0):
-            pass
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        log.info("stopping the replicas")
     finally:
         serve.shutdown()
         ray.shutdown()

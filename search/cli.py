@@ -158,8 +158,8 @@ def serve(
     if settings.replicas:
         _serve_replicas(settings)
         return
-    if settings.ray_address is not None:
-        raise BadInput("--ray (SEARCH_RAY_ADDRESS) serves only with replicas: add --replicas N (SEARCH_REPLICAS)")
+    if ray is not None:  # the flag only: SEARCH_RAY_ADDRESS may be set for builds and reports
+        raise BadInput("--ray serves only with replicas: add --replicas N (or SEARCH_REPLICAS)")
     access = logging.getLogger("search.access")  # one JSON line per request on stderr, instead of uvicorn's
     access.addHandler(logging.StreamHandler())
     access.setLevel(logging.INFO)

@@ -3,6 +3,7 @@ the API keys, /health, /metrics and the web page as on uvicorn, and a newly publ
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -139,12 +140,14 @@ def test_replicas_get_absolute_paths_and_threads_for_their_cpus(monkeypatch: pyt
 
 @pytest.mark.model
 def test_plain_serve_never_imports_ray(index_dir: Path) -> None:
-    """`search serve` without --replicas, up to the moment uvicorn would start: Ray is not in sys.modules."""
+    """`search serve` without --replicas, up to the moment uvicorn would start: Ray is not in sys.modules, even with
+    SEARCH_RAY_ADDRESS set (for builds and reports)."""
     script = (
         "import sys, uvicorn\n"
         "uvicorn.run = lambda app, **kw: print('ray' in sys.modules, 'fastapi' in sys.modules)\n"
         "from search.cli import app\n"
         f"app(['serve', '--index', {str(index_dir)!r}], standalone_mode=False)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "SEARCH_RAY_ADDRESS": "auto"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert done.stdout.split() == ["False", "True"], done.stderr

@@ -13,7 +13,7 @@ import typer
 from tqdm import tqdm
 
 from search.config import Settings, load_settings
-from search.errors import SearchError
+from search.errors import BadInput, SearchError
 from search.index.build import BuildSummary
 from search.records import SearchQuery
 from search.reports.run import ReportOptions
@@ -133,17 +133,33 @@ def serve(
     allow_public: Annotated[
         bool | None, typer.Option("--allow-public", help="allow a non-loopback --host (set SEARCH_API_KEYS too)")
     ] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option("--replicas", min=0, help="serve with N Ray Serve replicas [default: 0, one uvicorn process]"),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option("--ray", help="with --replicas: the Ray cluster (auto or an address) [default: a local one]"),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API (FastAPI on uvicorn)."""
+    """Serve the HTTP API (FastAPI on uvicorn, or on N Ray Serve replicas with --replicas N)."""
     # Deferred: uvicorn, FastAPI and the MCP SDK take about a second to import, and only `serve` needs them.
     import uvicorn
 
     from search.serve.app import create_app
     from search.serve.guards import check_bind
 
-    settings = _settings(index, model, host=host, port=port, writes=writes, allow_public=allow_public)
+    settings = _settings(
+        index, model, host=host, port=port, writes=writes, allow_public=allow_public, replicas=replicas,
+        ray_address=ray,
+    )  # fmt: skip
     for warning in check_bind(settings.host, settings.allow_public, settings.has_api_keys):
         typer.echo(f"warning: {warning}", err=True)
+    if settings.replicas:
+        _serve_replicas(settings)
+        return
+    if ray is not None:  # the flag only: SEARCH_RAY_ADDRESS may be set for builds and reports
+        raise BadInput("--ray serves only with replicas: add --replicas N (or SEARCH_REPLICAS)")
     access = logging.getLogger("search.access")  # one JSON line per request on stderr, instead of uvicorn's
     access.addHandler(logging.StreamHandler())
     access.setLevel(logging.INFO)
@@ -152,6 +168,24 @@ def serve(
     service.store  # noqa: B018 - fail here, with a clear message, rather than inside uvicorn's startup
     app = create_app(service=service)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+
+
+def _serve_replicas(settings: Settings) -> None:
+    from search.serve.replicas import missing_ray, serve_replicas
+
+    service = SearchService(settings)
+    service.store  # noqa: B018 - fail here, with a clear message, rather than in N replicas' logs
+    service.close()
+    if problem := missing_ray():
+        raise BadInput(problem)
+    if settings.writes and settings.watch_seconds <= 0:
+        typer.echo("warning: SEARCH_WATCH_SECONDS=0: POST /admin/reload reaches one replica, the others never "
+                   "reload; keep the watcher on with --replicas", err=True)  # fmt: skip
+
+    def ready(url: str) -> None:
+        typer.echo(f"serving on {url} with {settings.replicas} Ray Serve replicas (Ctrl-C stops them)", err=True)
+
+    serve_replicas(settings, settings.replicas, ready)
 
 
 @app.command("model")

@@ -152,6 +152,20 @@ class Settings(BaseSettings):
         default_factory=list, description='origins allowed by CORS, as JSON: ["https://app.example"]; empty: CORS off'
     )
     allow_public: bool = Field(False, description="allow serving on a non-loopback address")
+    replicas: int = Field(
+        0,
+        ge=0,
+        description="serve with this many Ray Serve replicas (needs the cluster extra: pip install "
+        "'search[cluster]'); 0: one uvicorn process, without Ray",
+    )
+    replica_cpus: float = Field(
+        1.0, gt=0, description="CPUs Ray reserves for each replica (also its torch threads, unless SEARCH_THREADS)"
+    )
+    ray_address: str | None = Field(
+        None,
+        description="the Ray cluster to use: auto (the one this machine belongs to), host:6379 or "
+        "ray://host:10001; unset: a local Ray started for the command",
+    )
 
     @property
     def has_api_keys(self) -> bool:

@@ -90,8 +90,14 @@ async def _watch(svc: SearchService) -> None:
             log.error("new index not loaded, still serving build %s: %s", svc.store.build_id, exc)
 
 
-def create_app(service: SearchService | None = None, settings: Settings | None = None) -> FastAPI:
-    """The app; the index and the model load once, in the lifespan, unless a ready service is given."""
+def create_app(
+    service: SearchService | None = None, settings: Settings | None = None, replica: str = "local"
+) -> FastAPI:
+    """The app; the index and the model load once, in the lifespan, unless a ready service is given.
+
+    `replica` names the process that answers, in the `X-Search-Replica` header and the `search_replica` metric:
+    a Ray Serve replica's id (search/serve/replicas.py), else "local".
+    """
     settings = service.settings if service is not None else settings or load_settings()
 
     mcp = create_mcp(lambda: app.state.service)
@@ -121,7 +127,7 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
         description="Multilingual semantic search over articles: ranked passages across languages.",
         lifespan=lifespan,
     )
-    guard = install_guards(app, settings)
+    guard = install_guards(app, settings, replica=replica)
 
     @app.exception_handler(SearchError)
     async def on_search_error(request: Request, exc: SearchError) -> JSONResponse:

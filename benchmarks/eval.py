@@ -3,7 +3,10 @@
 Paragraphs are written as JSONL articles and indexed by `SearchService.build` (the code behind `search index`:
 chunking, language ID, embedding, centering); questions go through `SearchService.search_many` (query language ID,
 query centering, vector search). Each index is built twice, with centering off and on, from one shared embedding
-cache, so every passage is embedded once per run (and never again on a rerun with the same `--out`).
+cache, so every passage is embedded once per run (and never again on a rerun with the same `--out`). When the mean
+bank has query means, each centered index is asked again with `query_means` on (same build, another service), for
+the passage-means against query-means comparison. `--limit 120` (`make eval-quick`) is the held-out subset for it:
+the shipped bank's query means come from the questions about paragraphs 120-239 only.
 """
 
 from __future__ import annotations
@@ -116,6 +119,7 @@ def evaluate_pool(
     batch: int,
     mode: Mode | None,
     query_langid: dict[str, float],
+    query_means: bool = False,
 ) -> list[dict[str, Any]]:
     rows = []
     sizes = {lang: len(xq.paragraphs[lang]) for lang in pool.langs}
@@ -130,6 +134,7 @@ def evaluate_pool(
             "passage_langs": list(pool.langs),
             "query_lang": qlang,
             "centering": centering,
+            "query_means": query_means,
             **scores.as_dict(),
             "seconds": round(time.perf_counter() - start, 2),
         }
@@ -138,7 +143,7 @@ def evaluate_pool(
             row["language_blind_share"] = round(sizes.get(qlang, 0) / sum(sizes.values()), 4)
         rows.append(row)
         query_langid.setdefault(qlang, round(sum(r.query_lang == qlang for r in results) / max(1, len(results)), 4))
-        log.info("%s", {k: row[k] for k in ("pool", "query_lang", "centering", "ndcg_at_10")})
+        log.info("%s", {k: row[k] for k in ("pool", "query_lang", "centering", "query_means", "ndcg_at_10")})
     return rows
 
 
@@ -196,6 +201,11 @@ def run(
             if pool.name == "mixed" or len(langs) == 1:
                 passages_langid = passage_langid(svc)
             tasks.extend(evaluate_pool(svc, pool, xq, centering, batch, mode, query_langid))
+            if centering and svc.store.centering.query_offsets:
+                qsettings = settings.model_copy(update={"query_means": True})
+                qsvc = SearchService(qsettings, embedder=memo, detector=detector)
+                qsvc.load()
+                tasks.extend(evaluate_pool(qsvc, pool, xq, centering, batch, mode, query_langid, query_means=True))
     info["load_average_at_end"] = load_average()
     return {
         "machine": info,

@@ -70,7 +70,9 @@ class Retriever:
         """The page of hits for `q`, ranked by `mode(q)`; `vector` is the query's raw vector."""
         store = self.store
         mode = self.mode(q)
-        xq = store.centering.query(vector, guess.confidences) if vector is not None else None
+        xq = (
+            store.centering.query(vector, guess.confidences, self.settings.query_means) if vector is not None else None
+        )
         rows = store.rows_matching(q.filters())
         cands = self.candidates(q, mode, guess, xq, rows)
         if q.min_score is not None:

@@ -105,12 +105,16 @@ def query(
     k: Annotated[int, typer.Option("-k", help="number of hits")] = 5,
     lang: Annotated[list[str] | None, typer.Option("--lang", help="only passages in this language")] = None,
     article: Annotated[list[str] | None, typer.Option("--article", help="only this article id")] = None,
+    diversity: Annotated[
+        float, typer.Option("--diversity", help="0..1: trade relevance for hits unlike those above them (MMR)")
+    ] = 0.0,
     index: IndexOpt = None,
     model: ModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the API's response shape")] = False,
 ) -> None:
     """Search the index from the command line."""
-    result = _service(_settings(index, model)).search(SearchQuery(text, k=k, langs=lang or (), articles=article or ()))
+    q = SearchQuery(text, k=k, langs=lang or (), articles=article or (), diversity=diversity)
+    result = _service(_settings(index, model)).search(q)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
         return

@@ -21,7 +21,7 @@ from tests.helpers import small_service
 
 
 def candidates(scores: list[float]) -> list[Candidate]:
-    return [Candidate(row, s, {"dense": i + 1}) for i, (row, s) in enumerate(zip(range(len(scores)), scores))]
+    return [Candidate(row, s, {"dense": row + 1}) for row, s in enumerate(scores)]
 
 
 def unit(*rows: list[float]) -> np.ndarray:

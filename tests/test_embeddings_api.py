@@ -17,10 +17,13 @@ from search.serve.guards import READ, required_scope
 from search.service import SearchService
 from tests.helpers import error_of, small_service
 
+KEY = "reader-key-0123456789"
+
 
 def message_of(r: object) -> str:
     error_of(r)  # type: ignore[arg-type]  # the API's one error shape
     return str(r.json()["error"]["message"])  # type: ignore[attr-defined]
+
 
 QUESTIONS = ["普京如何看待俄美关系?", "What did Putin say about relations with the United States?"]
 
@@ -94,7 +97,7 @@ def test_bad_input_is_a_clear_422_through_the_client(client: openai.OpenAI, body
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    svc = small_service(tmp_path_factory.mktemp("embeddings"), api_keys="reader-key-0123456789:read", max_body_bytes=4000)
+    svc = small_service(tmp_path_factory.mktemp("embeddings"), api_keys=f"{KEY}:read", max_body_bytes=4000)
     with TestClient(create_app(service=svc)) as c:
         yield c
 
@@ -102,7 +105,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 def test_the_route_needs_a_read_key_like_search(keyed: TestClient) -> None:
     assert required_scope("POST", "/v1/embeddings") == READ == required_scope("POST", "/search")
     assert keyed.post("/v1/embeddings", json={"input": "cats"}).status_code == 401
-    ok = keyed.post("/v1/embeddings", json={"input": "cats"}, headers={"Authorization": "Bearer reader-key-0123456789"})
+    ok = keyed.post("/v1/embeddings", json={"input": "cats"}, headers={"Authorization": f"Bearer {KEY}"})
     assert ok.status_code == 200 and len(ok.json()["data"][0]["embedding"]) > 0
 
 
@@ -115,13 +118,13 @@ def test_the_route_needs_a_read_key_like_search(keyed: TestClient) -> None:
     ],
 )
 def test_limits_are_the_searches(keyed: TestClient, texts: list[str], status: int, words: str) -> None:
-    r = keyed.post("/v1/embeddings", json={"input": texts}, headers={"Authorization": "Bearer reader-key-0123456789"})
+    r = keyed.post("/v1/embeddings", json={"input": texts}, headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == status
     assert words in message_of(r)
 
 
 def test_unknown_fields_are_refused(keyed: TestClient) -> None:
     r = keyed.post(
-        "/v1/embeddings", json={"input": "cats", "colour": "red"}, headers={"Authorization": "Bearer reader-key-0123456789"}
+        "/v1/embeddings", json={"input": "cats", "colour": "red"}, headers={"Authorization": f"Bearer {KEY}"}
     )
     assert r.status_code == 422 and "colour" in message_of(r)

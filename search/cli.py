@@ -166,7 +166,10 @@ def prepare_model(model: ModelOpt = None) -> None:
 
 @app.command("bank")
 def make_bank(
-    texts: Annotated[Path, typer.Argument(help='JSONL of {"lang": ..., "text": ...}: parallel text is best')],
+    texts: Annotated[
+        Path,
+        typer.Argument(help='JSONL of {"lang": ..., "text": ...}: parallel text is best; "kind": "query": questions'),
+    ],
     model: ModelOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="where to write it [default: the cache, used by mean_bank=auto]")
@@ -175,7 +178,8 @@ def make_bank(
     """Compute the model's per-language mean bank, used to center languages an index lacks."""
     target, bank = _service(_settings(model=model)).make_bank(texts, out)
     counts = ", ".join(f"{lang} {n}" for lang, n in sorted(bank.counts.items()))
-    typer.echo(f"{target}: means of {len(bank.means)} languages ({counts})")
+    queries = f"; query means of {len(bank.query_means)}" if bank.query_means else ""
+    typer.echo(f"{target}: means of {len(bank.means)} languages ({counts}){queries}")
 
 
 class _Bars:

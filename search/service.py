@@ -155,7 +155,8 @@ class SearchService:
         if not texts.is_file():
             raise BadInput(f"{texts}: no such file")
         by_lang = read_texts(texts)  # a bad line is reported before the model loads
-        bank = compute_bank(self.embedder, by_lang, source=texts.name)
+        queries = read_texts(texts, kind="query")
+        bank = compute_bank(self.embedder, by_lang, texts.name, queries, texts.name if queries else "")
         target = out or cache_path(self.settings.cache_dir, self.embedder.fingerprint)
         bank.save(target)
         return target, bank

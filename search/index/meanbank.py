@@ -117,8 +117,12 @@ def find_bank(setting: str, fingerprint: str, cache_dir: Path) -> MeanBank:
     return MeanBank()
 
 
-def read_texts(path: Path) -> dict[str, list[str]]:
-    """Texts per language from a JSONL file of {"lang": ..., "text": ...} lines."""
+KINDS = ("passage", "query")
+
+
+def read_texts(path: Path, kind: str = "passage") -> dict[str, list[str]]:
+    """Texts per language from a JSONL file of {"lang": ..., "text": ...} lines: those of `kind`, given by an
+    optional "kind" field ("passage", the default, or "query": questions for the bank's query means)."""
     by_lang: dict[str, list[str]] = defaultdict(list)
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
@@ -131,7 +135,10 @@ def read_texts(path: Path) -> dict[str, list[str]]:
                 raise BadInput(f'{path}:{n}: expected a JSON object with "lang" and "text" ({exc})') from exc
             if not isinstance(lang, str) or not isinstance(text, str) or not text.strip():
                 raise BadInput(f'{path}:{n}: "lang" and "text" must be non-empty strings')
-            by_lang[lang].append(text)
+            if row.get("kind", "passage") not in KINDS:
+                raise BadInput(f'{path}:{n}: "kind" is {row.get("kind")!r}; give "passage" (the default) or "query"')
+            if row.get("kind", "passage") == kind:
+                by_lang[lang].append(text)
     return dict(by_lang)
 
 

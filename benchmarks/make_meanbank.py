@@ -29,22 +29,24 @@ def main() -> None:
     parser.add_argument(
         "--questions", default="120:240", help="query means from the questions about these paragraphs [%(default)s]"
     )
+    parser.add_argument("--langs", default=",".join(ALL_LANGS), help="XQuAD languages [default: all 12]")
     parser.add_argument("--out", type=Path, default=None, help="[default: the shipped bank of the default model]")
     args = parser.parse_args()
     chosen = _slice(args.paragraphs)
     asked = range(240)[_slice(args.questions)]
     settings = Settings()
     embedder = SentenceTransformerEmbedder(settings.model, settings.cache_dir, settings.threads, settings.batch_size)
-    xq = load(ALL_LANGS)
+    langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
+    xq = load(langs)
     with tempfile.TemporaryDirectory() as tmp:
         # Through the same JSONL reader that `search bank` uses.
         jsonl = Path(tmp) / "xquad-paragraphs.jsonl"
         with jsonl.open("w", encoding="utf-8") as f:
-            for lang in ALL_LANGS:
+            for lang in langs:
                 for p in xq.paragraphs[lang][chosen]:
                     f.write(json.dumps({"lang": lang, "text": p.text}, ensure_ascii=False) + "\n")
         source = f"XQuAD paragraphs [{args.paragraphs}] (CC BY-SA 4.0), data/xquad/"
-        queries = {lang: [q.text for q in xq.questions[lang] if q.paragraphs <= set(asked)] for lang in ALL_LANGS}
+        queries = {lang: [q.text for q in xq.questions[lang] if q.paragraphs <= set(asked)] for lang in langs}
         query_source = f"XQuAD questions about paragraphs [{args.questions}] (CC BY-SA 4.0), data/xquad/"
         bank = compute_bank(embedder, read_texts(jsonl), source, queries, query_source)
     target = args.out or shipped_path(embedder.fingerprint)

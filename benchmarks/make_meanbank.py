@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.xquad import ALL_LANGS, load
 from search.config import Settings
-from search.index.meanbank import compute_bank, read_texts, shipped_path
+from search.index.meanbank import MeanBank, compute_bank, read_texts, shipped_path
 from search.model.embedders import SentenceTransformerEmbedder
 
 
@@ -31,25 +31,37 @@ def main() -> None:
     )
     parser.add_argument("--langs", default=",".join(ALL_LANGS), help="XQuAD languages [default: all 12]")
     parser.add_argument("--out", type=Path, default=None, help="[default: the shipped bank of the default model]")
+    parser.add_argument(
+        "--queries-only",
+        action="store_true",
+        help="keep the passage means of the bank at --out (or the shipped one) and (re)compute its query means only",
+    )
     args = parser.parse_args()
     chosen = _slice(args.paragraphs)
-    asked = range(240)[_slice(args.questions)]
+    asked = set(range(240)[_slice(args.questions)])
     settings = Settings()
     embedder = SentenceTransformerEmbedder(settings.model, settings.cache_dir, settings.threads, settings.batch_size)
+    target = args.out or shipped_path(embedder.fingerprint)
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     xq = load(langs)
     with tempfile.TemporaryDirectory() as tmp:
         # Through the same JSONL reader that `search bank` uses.
-        jsonl = Path(tmp) / "xquad-paragraphs.jsonl"
+        jsonl = Path(tmp) / "xquad.jsonl"
         with jsonl.open("w", encoding="utf-8") as f:
             for lang in langs:
-                for p in xq.paragraphs[lang][chosen]:
-                    f.write(json.dumps({"lang": lang, "text": p.text}, ensure_ascii=False) + "\n")
+                rows = (
+                    [] if args.queries_only else [{"lang": lang, "text": p.text} for p in xq.paragraphs[lang][chosen]]
+                )
+                rows += [
+                    {"lang": lang, "text": q.text, "kind": "query"} for q in xq.questions[lang] if q.paragraphs <= asked
+                ]
+                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         source = f"XQuAD paragraphs [{args.paragraphs}] (CC BY-SA 4.0), data/xquad/"
-        queries = {lang: [q.text for q in xq.questions[lang] if q.paragraphs <= set(asked)] for lang in langs}
         query_source = f"XQuAD questions about paragraphs [{args.questions}] (CC BY-SA 4.0), data/xquad/"
-        bank = compute_bank(embedder, read_texts(jsonl), source, queries, query_source)
-    target = args.out or shipped_path(embedder.fingerprint)
+        bank = compute_bank(embedder, read_texts(jsonl), source, read_texts(jsonl, kind="query"), query_source)
+    if args.queries_only:
+        old = MeanBank.load(target)
+        bank = MeanBank(old.means, old.counts, old.source, bank.query_means, bank.query_counts, query_source)
     bank.save(target)
     print(
         f"{target}: {len(bank.means)} languages, {sum(bank.counts.values())} paragraphs, "

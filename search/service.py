@@ -264,7 +264,7 @@ class SearchService:
             for q, mode, guess, h in zip(queries, modes, guesses, hits, strict=True)
         ]
 
-    def embed(self, texts: Sequence[str], *, query: bool) -> tuple[np.ndarray, int]:
+    def embed(self, texts: Sequence[str], *, query: bool, dimensions: int | None = None) -> tuple[np.ndarray, int]:
         """The model's vectors of `texts` (normalized, not centered: what the model gives, as external users of
         an embeddings API expect) with the query or the passage prompt, and the tokens the model read.
 
@@ -272,6 +272,9 @@ class SearchService:
         vector a search of the same text starts from before centering; passage vectors are what a build embeds.
         """
         validate_texts(texts, self.settings)
+        dim = self.embedder.dimension
+        if dimensions is not None and dimensions != dim:
+            raise BadInput(f"dimensions: {dimensions}; this model's vectors have {dim}: leave it out or give {dim}")
         vectors = self.encoder.queries(texts) if query else self.encoder.passages(texts)
         tokens = sum(self.embedder.count_tokens(t, query=query) for t in texts)
         return vectors, tokens

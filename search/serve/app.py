@@ -211,9 +211,7 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
         """The model's vectors in OpenAI's shape, for the `openai` client, LangChain and LlamaIndex; the same API
         keys (read scope), body limit and error shape as search."""
         texts = [body.input] if isinstance(body.input, str) else body.input
-        vectors, tokens = svc.embed(texts, query=body.input_type == "query")
-        if body.dimensions is not None and body.dimensions != vectors.shape[1]:
-            raise BadInput(f"dimensions: {body.dimensions}; this model's vectors have {vectors.shape[1]}, leave it out")
+        vectors, tokens = svc.embed(texts, query=body.input_type == "query", dimensions=body.dimensions)
         data = [EmbeddingOut(index=i, embedding=_encoded(v, body.encoding_format)) for i, v in enumerate(vectors)]
         usage = EmbeddingsUsage(prompt_tokens=tokens, total_tokens=tokens)
         return EmbeddingsResponse(data=data, model=svc.settings.model, usage=usage)

@@ -58,7 +58,7 @@ eval: model ## retrieval quality on XQuAD through the product's own path -> eval
 	$(BIN)/python -m benchmarks.eval --langs $(EVAL_LANGS) --out eval-results
 
 eval-quick: model ## the held-out subset: 120 paragraphs of en,zh,ar (passage vs query means) -> eval-results/quick/
-	$(BIN)/python -m benchmarks.eval --langs en,zh,ar --limit 120 --out eval-results/quick
+	$(BIN)/python -m benchmarks.eval --langs en,zh,ar --limit 120 --every-question --out eval-results/quick
 
 bench: model ## indexing, query latency under load, memory, vector-index scale, precision profiles -> bench-results/
 	$(BIN)/python -m benchmarks.bench --out bench-results

@@ -4,9 +4,10 @@ Paragraphs are written as JSONL articles and indexed by `SearchService.build` (t
 chunking, language ID, embedding, centering); questions go through `SearchService.search_many` (query language ID,
 query centering, vector search). Each index is built twice, with centering off and on, from one shared embedding
 cache, so every passage is embedded once per run (and never again on a rerun with the same `--out`). When the mean
-bank has query means, each centered index is asked again with `query_means` on (same build, another service), for
-the passage-means against query-means comparison. `--limit 120` (`make eval-quick`) is the held-out subset for it:
-the shipped bank's query means come from the questions about paragraphs 120-239 only.
+bank has query means, each centered index is asked again with `query_means` the other way (same build, another
+service), for the passage-means against query-means comparison; the main tables are the configured way.
+`--limit 120 --every-question` (`make eval-quick`) is the held-out subset for it: the shipped bank's query means
+come from the questions about paragraphs 120-239 only.
 """
 
 from __future__ import annotations
@@ -201,12 +202,14 @@ def run(
             builds.append({"pool": pool.name, "centering": centering, **summary.as_dict()})
             if pool.name == "mixed" or len(langs) == 1:
                 passages_langid = passage_langid(svc)
-            tasks.extend(evaluate_pool(svc, pool, xq, centering, batch, mode, query_langid))
+            default = settings.query_means
+            tasks.extend(evaluate_pool(svc, pool, xq, centering, batch, mode, query_langid, default))
             if centering and svc.store.centering.query_offsets:
-                qsettings = settings.model_copy(update={"query_means": True})
-                qsvc = SearchService(qsettings, embedder=memo, detector=detector)
-                qsvc.load()
-                tasks.extend(evaluate_pool(qsvc, pool, xq, centering, batch, mode, query_langid, query_means=True))
+                other = SearchService(
+                    settings.model_copy(update={"query_means": not default}), embedder=memo, detector=detector
+                )
+                other.load()
+                tasks.extend(evaluate_pool(other, pool, xq, centering, batch, mode, query_langid, not default))
     info["load_average_at_end"] = load_average()
     return {
         "machine": info,
@@ -221,6 +224,7 @@ def run(
             "model": boot.settings.model,
             "precision": boot.settings.precision,
             "centering_min_passages": boot.settings.centering_min_passages,
+            "query_means": boot.settings.query_means,
             "detector_languages": boot.settings.languages,
         },
         "tasks": tasks,

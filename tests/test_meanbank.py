@@ -231,7 +231,7 @@ def test_a_build_stores_the_banks_query_offsets_and_the_setting_uses_them(tmp_pa
     corpus.mkdir()
     (corpus / "en.txt").write_text("\n\n".join(r["text"] for r in rows[:8]), encoding="utf-8")
     detector = LanguageDetector(["en", "zh"], preload=False)
-    service = make_service(tmp_path, detector, embedder)
+    service = make_service(tmp_path, detector, embedder, query_means=False)
     _, bank = service.make_bank(texts)
     assert set(bank.query_means) == {"en"}
     service.build([corpus])

@@ -168,7 +168,7 @@ def render(result: dict[str, Any]) -> str:
         parts += [
             "## Query-side means",
             "Centered indexes asked twice: queries centered with their language's passage mean "
-            "(`SEARCH_QUERY_MEANS=false`) and with its query mean (`SEARCH_QUERY_MEANS=true`, the default: the "
+            "(`SEARCH_QUERY_MEANS=false`, the default) and with its query mean (`SEARCH_QUERY_MEANS=true`: the "
             "passage mean moved by the mean bank's query offset); the tables above are "
             f"{'query' if cfg.get('query_means') else 'passage'} means. The shipped bank's query means come from "
             "XQuAD questions about paragraphs 120-239: only a run with `--limit 120` or less is held out from them "

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         5, description="languages with fewer passages take their mean from the mean bank, else the global mean"
     )
     query_means: bool = Field(
-        True,
+        False,
         description="center queries with their language's query mean (the mean bank's query offset, stored in "
         "builds since query means exist) instead of its passage mean; docs/quality.md#query-side-means",
     )

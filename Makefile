@@ -9,7 +9,7 @@ PORT   ?= 8000
 EVAL_LANGS ?= en,zh,ru,de,es,ar
 
 .DEFAULT_GOAL := help
-.PHONY: help install model index run serve test test-fast lint eval bench clean fuzz load
+.PHONY: help install model index run serve test test-fast lint eval eval-quick bench clean fuzz load
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ load: index ## 60 s at 16 clients on a server of the index, then again during a 
 
 eval: model ## retrieval quality on XQuAD through the product's own path -> eval-results/
 	$(BIN)/python -m benchmarks.eval --langs $(EVAL_LANGS) --out eval-results
+
+eval-quick: model ## the held-out subset: 120 paragraphs of en,zh,ar (passage vs query means) -> eval-results/quick/
+	$(BIN)/python -m benchmarks.eval --langs en,zh,ar --limit 120 --every-question --out eval-results/quick
 
 bench: model ## indexing, query latency under load, memory, vector-index scale, precision profiles -> bench-results/
 	$(BIN)/python -m benchmarks.bench --out bench-results

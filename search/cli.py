@@ -105,12 +105,16 @@ def query(
     k: Annotated[int, typer.Option("-k", help="number of hits")] = 5,
     lang: Annotated[list[str] | None, typer.Option("--lang", help="only passages in this language")] = None,
     article: Annotated[list[str] | None, typer.Option("--article", help="only this article id")] = None,
+    diversity: Annotated[
+        float, typer.Option("--diversity", help="0..1: trade relevance for hits unlike those above them (MMR)")
+    ] = 0.0,
     index: IndexOpt = None,
     model: ModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the API's response shape")] = False,
 ) -> None:
     """Search the index from the command line."""
-    result = _service(_settings(index, model)).search(SearchQuery(text, k=k, langs=lang or (), articles=article or ()))
+    q = SearchQuery(text, k=k, langs=lang or (), articles=article or (), diversity=diversity)
+    result = _service(_settings(index, model)).search(q)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
         return
@@ -196,7 +200,10 @@ def prepare_model(model: ModelOpt = None) -> None:
 
 @app.command("bank")
 def make_bank(
-    texts: Annotated[Path, typer.Argument(help='JSONL of {"lang": ..., "text": ...}: parallel text is best')],
+    texts: Annotated[
+        Path,
+        typer.Argument(help='JSONL of {"lang": ..., "text": ...}: parallel text is best; "kind": "query": questions'),
+    ],
     model: ModelOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="where to write it [default: the cache, used by mean_bank=auto]")
@@ -205,7 +212,8 @@ def make_bank(
     """Compute the model's per-language mean bank, used to center languages an index lacks."""
     target, bank = _service(_settings(model=model)).make_bank(texts, out)
     counts = ", ".join(f"{lang} {n}" for lang, n in sorted(bank.counts.items()))
-    typer.echo(f"{target}: means of {len(bank.means)} languages ({counts})")
+    queries = f"; query means of {len(bank.query_means)}" if bank.query_means else ""
+    typer.echo(f"{target}: means of {len(bank.means)} languages ({counts}){queries}")
 
 
 class _Bars:

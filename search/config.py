@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     centering_min_passages: int = Field(
         5, description="languages with fewer passages take their mean from the mean bank, else the global mean"
     )
+    query_means: bool = Field(
+        False,
+        description="center queries with their language's query mean (the mean bank's query offset, stored in "
+        "builds since query means exist) instead of its passage mean; docs/quality.md#query-side-means",
+    )
     mean_bank: str = Field(
         "auto",
         description="per-language means for languages an index lacks: auto (the model's bank, if any), off, "

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from search.config import Settings, load_settings
 from search.errors import BadInput, IndexMismatch, NotFound
 from search.index.build import BuildSummary, build_from_articles, build_index, precision_of
@@ -22,7 +24,7 @@ from search.model.embedders import Embedder, describe_model, embedder_for, recor
 from search.model.queries import QueryEncoder
 from search.query import similar
 from search.query.retrieval import Retriever
-from search.query.validation import check_k, validate
+from search.query.validation import check_k, validate, validate_texts
 from search.records import Article, ArticleInfo, ArticleMatch, Hit, Passage, SearchQuery, SearchResult
 from search.reports.compute import Progress, no_progress
 from search.reports.run import ReportOptions, ReportSummary, run_report
@@ -153,7 +155,8 @@ class SearchService:
         if not texts.is_file():
             raise BadInput(f"{texts}: no such file")
         by_lang = read_texts(texts)  # a bad line is reported before the model loads
-        bank = compute_bank(self.embedder, by_lang, source=texts.name)
+        queries = read_texts(texts, kind="query")
+        bank = compute_bank(self.embedder, by_lang, texts.name, queries, texts.name if queries else "")
         target = out or cache_path(self.settings.cache_dir, self.embedder.fingerprint)
         bank.save(target)
         return target, bank
@@ -260,6 +263,21 @@ class SearchService:
             SearchResult(query=q.query, query_lang=guess.lang, took_ms=took, mode=mode, hits=h)
             for q, mode, guess, h in zip(queries, modes, guesses, hits, strict=True)
         ]
+
+    def embed(self, texts: Sequence[str], *, query: bool, dimensions: int | None = None) -> tuple[np.ndarray, int]:
+        """The model's vectors of `texts` (normalized, not centered: what the model gives, as external users of
+        an embeddings API expect) with the query or the passage prompt, and the tokens the model read.
+
+        Query vectors come from the same encoder (its LRU and micro-batching) as a search's, so they equal the
+        vector a search of the same text starts from before centering; passage vectors are what a build embeds.
+        """
+        validate_texts(texts, self.settings)
+        dim = self.embedder.dimension
+        if dimensions is not None and dimensions != dim:
+            raise BadInput(f"dimensions: {dimensions}; this model's vectors have {dim}: leave it out or give {dim}")
+        vectors = self.encoder.queries(texts) if query else self.encoder.passages(texts)
+        tokens = sum(self.embedder.count_tokens(t, query=query) for t in texts)
+        return vectors, tokens
 
     def passage(self, passage_id: str) -> Passage:
         return self.store.passage(passage_id)

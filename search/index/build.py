@@ -216,7 +216,15 @@ def build_from_articles(
         langs = [p.lang for p in passages]
         bank = bank or MeanBank()
         extra = (debris_raw, [d.lang for d in debris]) if debris else None
-        means = Centering.fit(raw, langs, centering_min_passages, enabled=centering, bank=bank.means, extra=extra)
+        means = Centering.fit(
+            raw,
+            langs,
+            centering_min_passages,
+            enabled=centering,
+            bank=bank.means,
+            extra=extra,
+            query_offsets=bank.query_offsets(),
+        )
     summary.build_id = new_build_id()
     manifest = {
         "package_version": __version__,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +31,10 @@ from search.serve.schemas import (
     ArticleOut,
     BatchRequest,
     BatchResponse,
+    EmbeddingOut,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbeddingsUsage,
     ErrorOut,
     HealthOut,
     HitOut,
@@ -72,6 +78,13 @@ _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {**_ERRORS, 409: {"model": Erro
 def _error(status: int, code: str, message: str) -> JSONResponse:
     # The message may quote the request (a field name, a metadata key), which may hold a lone surrogate.
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": _encodable(message)}})
+
+
+def _encoded(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    """A vector as OpenAI sends it: numbers, or base64 of its little-endian float32 bytes."""
+    if encoding_format == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector]
 
 
 def _encodable(text: str) -> str:
@@ -161,6 +174,9 @@ def create_app(
         context: Annotated[int, Query(description="paragraphs of context before and after, 0..10")] = 0,
         highlight: Annotated[bool, Query(description="add the best-matching sentences")] = False,
         group_by: Annotated[GroupBy | None, Query(description="one hit per article")] = None,
+        diversity: Annotated[
+            float, Query(description="0..1: trade relevance for hits unlike those above them (MMR); 0: relevance only")
+        ] = 0.0,
     ) -> SearchResponse:
         metadata = {}
         for item in meta or []:
@@ -182,6 +198,7 @@ def create_app(
             context=context,
             highlight=highlight,
             group_by=group_by,
+            diversity=diversity,
         )
         return SearchResponse.of(svc.search(query))
 
@@ -194,6 +211,16 @@ def create_app(
         """Up to 256 searches, each with its own k, filters and mode; the queries are encoded in one model call."""
         results = svc.search_many([r.to_query() for r in body.queries])
         return BatchResponse(results=[SearchResponse.of(r) for r in results])
+
+    @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=_ERRORS, summary="Embed texts (OpenAI)")
+    def embeddings(svc: ServiceDep, body: EmbeddingsRequest) -> EmbeddingsResponse:
+        """The model's vectors in OpenAI's shape, for the `openai` client, LangChain and LlamaIndex; the same API
+        keys (read scope), body limit and error shape as search."""
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        vectors, tokens = svc.embed(texts, query=body.input_type == "query", dimensions=body.dimensions)
+        data = [EmbeddingOut(index=i, embedding=_encoded(v, body.encoding_format)) for i, v in enumerate(vectors)]
+        usage = EmbeddingsUsage(prompt_tokens=tokens, total_tokens=tokens)
+        return EmbeddingsResponse(data=data, model=svc.settings.model, usage=usage)
 
     @app.get("/passages/{passage_id}/similar", response_model=SimilarPassagesOut, responses=_ERRORS)
     def similar_passages(

@@ -53,7 +53,7 @@ OPEN_PATHS = frozenset({"/health"})
 UNLIMITED_PATHS = frozenset({"/health", "/metrics"})
 ADMIN_PREFIXES = ("/admin",)
 # POST routes that only read; any other POST (reports, future writes) needs the admin scope.
-READ_POSTS = ("/search", "/mcp")
+READ_POSTS = ("/search", "/mcp", "/v1/embeddings")
 WRITE_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
 MIN_KEY_CHARS = 16
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

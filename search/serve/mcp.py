@@ -32,12 +32,18 @@ def create_mcp(get_service: Callable[[], SearchService]) -> MCPServer:
     @server.tool(
         description="Search the articles for passages that answer a question, in any language. Returns ranked "
         "passages with passage_id, article_id, title, paragraph, page (PDFs), language, score and text; context=N "
-        "adds the N paragraphs around each hit; lang restricts passage languages (ISO 639-1 codes such as en, zh, ru)."
+        "adds the N paragraphs around each hit; lang restricts passage languages (ISO 639-1 codes such as en, zh, ru); "
+        "diversity (0..1, e.g. 0.5) keeps near-duplicates and translations of one passage from filling the k slots."
     )
     def search_passages(
-        query: str, k: int = 5, lang: list[str] | None = None, mode: Mode | None = None, context: int = 0
+        query: str,
+        k: int = 5,
+        lang: list[str] | None = None,
+        mode: Mode | None = None,
+        context: int = 0,
+        diversity: float = 0.0,
     ) -> dict[str, Any]:
-        q = SearchQuery(query, k=k, langs=lang or (), mode=mode, context=context, highlight=True)
+        q = SearchQuery(query, k=k, langs=lang or (), mode=mode, context=context, highlight=True, diversity=diversity)
         return run(lambda svc: svc.search(q).as_dict())
 
     @server.tool(description="Read one passage by its passage_id (ids are stable across index rebuilds).")

@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU build on this machine's disk. A bare requirement pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,onnx]"
+	$(BIN)/pip install --quiet -e ".[dev,onnx,cluster]"
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install everything (torch==2.13.0 first)

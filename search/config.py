@@ -125,6 +125,28 @@ class Settings(BaseSettings):
         description="wait query_batch_ms for company even when the model is idle (by default a lone query "
         "starts at once and queries batch while a model call runs)",
     )
+    # Ray (the optional `cluster` extra, docs/scaling.md): only read when ray_address is set; without it Ray is
+    # never imported.
+    ray_address: str | None = Field(
+        None,
+        description="run a build's embedding (and large IVF adds) and a report's kNN on Ray: auto (the cluster in "
+        "RAY_ADDRESS or started on this machine by `ray start`, else a local one) or an address such as "
+        "ray://head:10001; empty: no Ray",
+    )
+    ray_concurrency: int = Field(
+        2, ge=1, description="embedding actors (each loads the model once); also the shards of parallel IVF adds"
+    )
+    ray_batch_size: int = Field(256, ge=1, description="passages per batch sent to an embedding actor")
+    ray_threads: int = Field(1, ge=1, description="torch threads (and CPUs reserved) per embedding actor")
+    ray_num_gpus: float = Field(
+        0, ge=0, description="GPUs per embedding actor; above 0 the actor runs the model on CUDA (torch backend)"
+    )
+    ray_add_min: int = Field(
+        1_000_000,
+        ge=0,
+        description="with Ray, an ivf_pq_sq8 index of at least this many vectors is trained on the driver and its "
+        "adds run in ray_concurrency shards on workers, merged (hnsw_sq8 cannot be merged: always one process)",
+    )
     writes: bool = Field(False, description="allow PUT/DELETE /articles and POST /admin/reload")
     write_lock_timeout: float = Field(
         600.0,

@@ -9,10 +9,10 @@ PORT   ?= 8000
 EVAL_LANGS ?= en,zh,ru,de,es,ar
 
 .DEFAULT_GOAL := help
-.PHONY: help install model index run serve test test-fast lint eval bench clean fuzz load
+.PHONY: help install model index run serve test test-fast lint eval bench bench-cluster clean fuzz load
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ eval: model ## retrieval quality on XQuAD through the product's own path -> eval
 bench: model ## indexing, query latency under load, memory, vector-index scale, precision profiles -> bench-results/
 	$(BIN)/python -m benchmarks.bench --out bench-results
 	$(BIN)/python -m benchmarks.bench_precision --out bench-results
+
+bench-cluster: model ## Ray as the engine: build passages/s local vs 1 and 2 actors, report kNN local vs Ray -> bench-results/
+	$(BIN)/python -m benchmarks.bench_cluster --out bench-results
 
 lint: install ## ruff, mypy and the import layers (import-linter, contracts in pyproject.toml)
 	$(BIN)/ruff check search tests tools benchmarks

@@ -121,7 +121,7 @@ def test_a_worker_killed_mid_build_is_retried_and_the_build_still_equals_the_loc
     def encode(texts: Any) -> np.ndarray:
         return embed_on_ray(texts, settings, dim, factory=KilledOnce(marker))
 
-    build_index([corpus[0]], settings.index_dir, local.embedder, local.detector, encode=encode)
+    build_index([corpus[0]], settings.index_dir, local.embedder, local.detector, bank=local.mean_bank, encode=encode)
     assert marker.read_text().strip().isdigit()  # an actor did die (by SIGKILL, in its first batch)
     _same_build(local, SearchService(settings, embedder=local.embedder, detector=local.detector), corpus[1])
 

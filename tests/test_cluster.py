@@ -5,6 +5,7 @@ single process's, and without --ray Ray is never imported."""
 from __future__ import annotations
 
 import gc
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,15 +15,18 @@ from typing import Any
 import numpy as np
 import pytest
 
+import search.cli
 from benchmarks.xquad import load, write_jsonl
 from search.config import Settings
 from search.index.build import build_index
 from search.index.distributed import embed_on_ray, parallel_adder
 from search.index.vectors import build_vector_index, default_plan, recall_at_k
+from search.ingest.language import LanguageDetector
 from search.records import SearchQuery
 from search.reports.run import ReportOptions
 from search.service import SearchService
-from tests.fakes import KilledOnce
+from tests.fakes import FakeEmbedder, KilledOnce
+from tests.helpers import SEEDS, write
 
 ray = pytest.importorskip("ray", reason="the cluster extra: pip install -e '.[cluster]' (make install does)")
 
@@ -152,6 +156,56 @@ def test_parallel_ivf_adds_equal_a_single_process_add(cluster: str) -> None:
     found = [b.index.search(xq, 10)[1] for b in (single, sharded)]
     assert recall_at_k(found[0], truth) == recall_at_k(found[1], truth) > 0.5
     assert np.array_equal(found[0], found[1])
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`search ARGS` in this process; (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["search", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        search.cli.main()
+    out, err = capsys.readouterr()
+    return int(exit_.value.code or 0), out, err
+
+
+@pytest.mark.model
+def test_the_command_line_indexes_and_reports_on_ray(
+    cluster: str,
+    local: SearchService,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`search index seeds/ --ray ADDRESS` and `search report --ray ADDRESS` (the model already loaded here)."""
+    monkeypatch.setattr(search.cli, "_service", lambda s: SearchService(s, local.embedder, local.detector))
+    index = str(tmp_path / "index")
+    code, out, err = _cli(monkeypatch, capsys, "index", str(SEEDS), "--index", index, "--ray", cluster, "--json")
+    assert code == 0, err
+    built = json.loads(out.splitlines()[-1])
+    assert built["embedded"] == built["passages"] > 0
+    code, out, err = _cli(
+        monkeypatch, capsys, "report", "--index", index, "--out", str(tmp_path / "r"), "--ray", cluster, "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["passages"] == built["passages"]
+    assert (tmp_path / "r" / "pairs.csv").is_file()
+
+
+def test_ray_not_installed_is_one_line_and_exit_10_and_publishes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path / "corpus" / "a.txt", "Cats sleep in the sun.\n\nDogs bark at strangers.\n")
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as when the extra is not installed
+    detector = LanguageDetector(["en"], preload=False)
+    monkeypatch.setattr(search.cli, "_service", lambda s: SearchService(s, FakeEmbedder(), detector))
+    index = tmp_path / "index"
+    code, _, err = _cli(
+        monkeypatch, capsys, "index", str(tmp_path / "corpus"), "--index", str(index), "--model", "fake-model",
+        "--ray", "auto",
+    )  # fmt: skip
+    lines = err.strip().splitlines()
+    assert code == 10 and len(lines) == 1 and "pip install 'search[cluster]'" in lines[0], err
+    assert not (index / "current").exists()
 
 
 def test_without_ray_nothing_imports_it(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ serving.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 
 import faiss
@@ -75,8 +76,11 @@ def embed_on_ray(
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress
-    batch = settings.ray_batch_size
-    block = batch * _BLOCK_BATCHES
+    # At least _BLOCK_BATCHES batches per actor, so a small build still reaches every actor: Ray Data gives an actor
+    # whole blocks, and fills a batch from several blocks before it calls the actor.
+    per_actor = math.ceil(len(texts) / (settings.ray_concurrency * _BLOCK_BATCHES))
+    batch = max(1, min(settings.ray_batch_size, per_actor))
+    block = max(batch, min(batch * _BLOCK_BATCHES, per_actor))
     tables = [
         pa.table({"row": np.arange(s, min(s + block, len(texts)), dtype=np.int64), "text": list(texts[s : s + block])})
         for s in range(0, len(texts), block)
@@ -87,7 +91,7 @@ def embed_on_ray(
         fn_constructor_args=(worker_settings(settings), device, factory, "cache_dir" not in settings.model_fields_set),
         batch_size=batch,
         batch_format="numpy",
-        concurrency=settings.ray_concurrency,
+        compute=ray.data.ActorPoolStrategy(size=settings.ray_concurrency),
         num_cpus=settings.ray_threads,
         num_gpus=settings.ray_num_gpus or None,
     )

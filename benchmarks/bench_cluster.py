@@ -85,7 +85,10 @@ def main() -> None:
             t = time.perf_counter()
             b = knn_on_ray("auto", x, lang, 2, group, 10)
             results["knn"]["ray"] = round(time.perf_counter() - t, 2)
-            results["knn"]["same"] = bool(np.array_equal(a.ids, b.ids))
+            # Not bit-equal: a task's one BLAS thread sums in another order than the driver's two, which swaps
+            # neighbours whose scores tie to the last bits (random vectors have many near ties).
+            results["knn"]["same_ids_share"] = round(float(np.mean(a.ids == b.ids)), 5)
+            results["knn"]["max_score_diff"] = float(np.max(np.abs(a.scores - b.scores)))
         finally:
             ray.shutdown()
     loads.append(load_average())
@@ -109,7 +112,8 @@ def main() -> None:
             *rows,
             "",
             f"Report kNN, {args.knn_n} vectors x 384, 2 languages, k=10: local {results['knn']['local']} s, Ray "
-            f"{results['knn']['ray']} s (same neighbours: {results['knn']['same']}).",
+            f"{results['knn']['ray']} s (same neighbour at {results['knn']['same_ids_share']:.2%} of the slots, "
+            f"scores within {results['knn']['max_score_diff']:.1e}).",
         ]
     )
     args.out.mkdir(parents=True, exist_ok=True)

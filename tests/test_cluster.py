@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import ray  # the cluster extra (make install installs it): missing, this file fails rather than skips
 
 import search.cli
 from benchmarks.xquad import load, write_jsonl
@@ -27,8 +28,6 @@ from search.reports.run import ReportOptions
 from search.service import SearchService
 from tests.fakes import FakeEmbedder, KilledOnce
 from tests.helpers import SEEDS, write
-
-ray = pytest.importorskip("ray", reason="the cluster extra: pip install -e '.[cluster]' (make install does)")
 
 # Ray's node start-up leaves a socket of its free-port probe unclosed; Python reports it when the socket is collected,
 # in whichever test runs then. Not ours to close.

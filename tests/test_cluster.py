@@ -195,7 +195,7 @@ def test_ray_not_installed_is_one_line_and_exit_10_and_publishes_nothing(
 ) -> None:
     write(tmp_path / "corpus" / "a.txt", "Cats sleep in the sun.\n\nDogs bark at strangers.\n")
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as when the extra is not installed
-    detector = LanguageDetector(["en"], preload=False)
+    detector = LanguageDetector(["en", "ru"], preload=False)
     monkeypatch.setattr(search.cli, "_service", lambda s: SearchService(s, FakeEmbedder(), detector))
     index = tmp_path / "index"
     code, _, err = _cli(

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pytest
 import ray  # the cluster extra (make install installs it): missing, this file fails rather than skips
@@ -155,6 +156,7 @@ def test_parallel_ivf_adds_equal_a_single_process_add(cluster: str) -> None:
     found = [b.index.search(xq, 10)[1] for b in (single, sharded)]
     assert recall_at_k(found[0], truth) == recall_at_k(found[1], truth) > 0.5
     assert np.array_equal(found[0], found[1])
+    assert faiss.serialize_index(single.index).size == faiss.serialize_index(sharded.index).size
 
 
 def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

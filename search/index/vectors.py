@@ -235,8 +235,8 @@ def build_vector_index(
     """Build, train and tune an index of `xb` (float32 or a float16 memmap) under `ids`.
 
     An ivf_pq_sq8 index is trained here and, given `add`, filled by it (in shards on workers, then merged: the
-    result is the one a single process would build, byte for byte); other kinds ignore `add`: an HNSW graph links
-    each vector to those added before it, so shards built apart cannot be merged into one graph.
+    same lists, codes and ids as a single process fills, so the same results); other kinds ignore `add`: an HNSW
+    graph links each vector to those added before it, so shards built apart cannot be merged into one graph.
 
     The tuning queries are `xq_tune` (described by `tuned_on` in the manifest), or else up to TUNE_QUERIES seeded
     rows of `xb` held out: they are added only after tuning, so they are measured as unseen queries (a stored row

@@ -25,6 +25,15 @@ app = typer.Typer(
 
 IndexOpt = Annotated[Path | None, typer.Option("--index", help="index folder [default: SEARCH_INDEX_DIR or index/]")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="sentence-transformers model name or path")]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="run on Ray (pip install 'search[cluster]'): auto (RAY_ADDRESS, a `ray start` cluster on this machine, "
+        "else a local one) or an address like ray://head:10001 [default: SEARCH_RAY_ADDRESS, else no Ray]",
+    ),
+]
 
 
 def _settings(index: Path | None = None, model: str | None = None, **extra: Any) -> Settings:
@@ -53,10 +62,13 @@ def index(
     max_file_mb: Annotated[
         float | None, typer.Option("--max-file-mb", help="skip (and report) larger files [default: 50]")
     ] = None,
+    ray: RayOpt = None,
 ) -> None:
     """Index articles into a new build and publish it atomically."""
     max_file_bytes = int(max_file_mb * 1_000_000) if max_file_mb is not None else None
-    settings = _settings(index, model, centering=False if no_centering else None, max_file_bytes=max_file_bytes)
+    settings = _settings(
+        index, model, centering=False if no_centering else None, max_file_bytes=max_file_bytes, ray_address=ray
+    )
     summary = _service(settings).build(paths, progress=sys.stderr.isatty() or not as_json, strict=strict)
     _report_build(summary, settings, as_json)
 
@@ -264,6 +276,7 @@ def report(
     batch_size: Annotated[int, typer.Option(help=_help("batch_size"))] = _default("batch_size"),
     top: Annotated[int, typer.Option(help=_help("top"))] = _default("top"),
     as_json: Annotated[bool, typer.Option("--json", help="print summary.json as the last line")] = False,
+    ray: RayOpt = None,
 ) -> None:
     """Near-duplicates, translations and related passages across articles and languages: CSV, JSON and HTML."""
     options = ReportOptions(
@@ -283,7 +296,8 @@ def report(
     )
     bars = _Bars(sys.stderr.isatty() or not as_json)
     try:
-        summary = _service(_settings(index)).report(options, out, progress=bars)
+        settings = _settings(index, ray_address=ray)
+        summary = _service(settings).report(options, out, progress=bars, ray=settings.ray_address)
     finally:
         bars.close()
     counts = ", ".join(f"{v} {k}" for k, v in summary.pairs.items())

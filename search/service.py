@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import numpy as np
 
 from search.config import Settings, load_settings
 from search.errors import BadInput, IndexMismatch, NotFound
-from search.index.build import BuildSummary, build_from_articles, build_index, precision_of
+from search.index.build import BuildSummary, PassageEncoder, build_from_articles, build_index, precision_of
+from search.index.distributed import embed_on_ray, parallel_adder
 from search.index.meanbank import MeanBank, cache_path, compute_bank, find_bank, read_texts
 from search.index.store import Store, VectorIndexOptions, current_build, read_manifest
 from search.index.writers import writer_lock
@@ -27,6 +29,7 @@ from search.query.retrieval import Retriever
 from search.query.validation import check_k, validate, validate_texts
 from search.records import Article, ArticleInfo, ArticleMatch, Hit, Passage, SearchQuery, SearchResult
 from search.reports.compute import Progress, no_progress
+from search.reports.distributed import knn_on_ray
 from search.reports.run import ReportOptions, ReportSummary, run_report
 
 log = logging.getLogger(__name__)
@@ -220,7 +223,12 @@ class SearchService:
         strict: bool = False,
     ) -> BuildSummary:
         """Index the files under `paths` into a new build and publish it, holding the index folder's writer lock
-        from start to end (another writer waits, or fails with IndexBusy)."""
+        from start to end (another writer waits, or fails with IndexBusy).
+
+        With `ray_address` set, the passages the embedding cache lacks are embedded on Ray, and a large ivf_pq_sq8
+        index is filled there (search/index/distributed.py); the rest runs here, unchanged. Only this full build
+        uses Ray: a server's one-article writes embed a few passages, less than an actor pool takes to start.
+        """
         s = self.settings
         index_dir = index_dir or s.index_dir
         with writer_lock(index_dir, s.write_lock_timeout, "search index"):
@@ -229,12 +237,22 @@ class SearchService:
                 centering=s.centering, centering_min_passages=s.centering_min_passages, bank=self.mean_bank,
                 progress=progress, embedding_cache=s.embedding_cache, strict=strict,
                 max_file_bytes=s.max_file_bytes, html_reader=s.html_reader, zh_tokenizer=s.zh_tokenizer,
-                vector_index=self._vector_index_options(),
+                vector_index=self._vector_index_options(on_ray=True), encode=self._ray_encoder(progress),
             )  # fmt: skip
 
-    def _vector_index_options(self) -> VectorIndexOptions:
+    def _ray_encoder(self, progress: bool) -> PassageEncoder | None:
         s = self.settings
-        return VectorIndexOptions(s.flat_max, s.memory_budget_mb, s.target_recall)
+        if s.ray_address is None:
+            return None
+        dimension = self.embedder.dimension
+        return lambda texts: embed_on_ray(texts, s, dimension, progress=progress)
+
+    def _vector_index_options(self, on_ray: bool = False) -> VectorIndexOptions:
+        s = self.settings
+        if not on_ray or s.ray_address is None:
+            return VectorIndexOptions(s.flat_max, s.memory_budget_mb, s.target_recall)
+        adder = parallel_adder(s.ray_address, s.ray_concurrency)
+        return VectorIndexOptions(s.flat_max, s.memory_budget_mb, s.target_recall, adder, s.ray_add_min)
 
     # Reads
 
@@ -295,15 +313,19 @@ class SearchService:
     def articles(self) -> list[ArticleInfo]:
         return self.store.articles()
 
-    def report(self, options: ReportOptions, out_dir: Path, progress: Progress = no_progress) -> ReportSummary:
+    def report(
+        self, options: ReportOptions, out_dir: Path, progress: Progress = no_progress, ray: str | None = None
+    ) -> ReportSummary:
         """A similarity report over the served index, or, when none is loaded, over the published one: reports
-        read the stored vectors, so the model is not loaded for them."""
+        read the stored vectors, so the model is not loaded for them. With `ray` (an address or auto) the kNN
+        stage runs in query blocks on that Ray cluster."""
         options.validate()
+        knn = None if ray is None else partial(knn_on_ray, ray)
         if self._store is not None:
-            return run_report(self._store, options, out_dir, progress)
+            return run_report(self._store, options, out_dir, progress, knn)
         store = Store(*read_manifest(self.settings.index_dir))
         try:
-            return run_report(store, options, out_dir, progress)
+            return run_report(store, options, out_dir, progress, knn)
         finally:
             store.close()
 

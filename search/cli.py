@@ -15,7 +15,7 @@ from tqdm import tqdm
 from search.config import Settings, load_settings
 from search.errors import SearchError
 from search.index.build import BuildSummary
-from search.records import SearchQuery
+from search.records import SearchQuery, Translations
 from search.reports.run import ReportOptions
 from search.service import SearchService
 
@@ -107,10 +107,19 @@ def query(
     article: Annotated[list[str] | None, typer.Option("--article", help="only this article id")] = None,
     index: IndexOpt = None,
     model: ModelOpt = None,
+    translations: Annotated[
+        Translations | None,
+        typer.Option(
+            "--translations",
+            help="collapse: one hit per translation group, its other languages listed; together: members next to "
+            "each other; off: groups unused [default: SEARCH_DEFAULT_TRANSLATIONS]",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the API's response shape")] = False,
 ) -> None:
     """Search the index from the command line."""
-    result = _service(_settings(index, model)).search(SearchQuery(text, k=k, langs=lang or (), articles=article or ()))
+    q = SearchQuery(text, k=k, langs=lang or (), articles=article or (), translations=translations)
+    result = _service(_settings(index, model)).search(q)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
         return
@@ -119,6 +128,8 @@ def query(
         p = h.passage
         typer.echo(f"\n{h.rank}. [{p.lang}] {h.score:.3f}  {p.title} ¶{p.paragraph}.{p.part}  ({p.passage_id})")
         typer.echo(textwrap.indent(textwrap.fill(p.text, 100, max_lines=4, placeholder=" …"), "   "))
+        for t in h.translations:
+            typer.echo(f"   also in {t.lang}: {t.passage_id}")
 
 
 @app.command()

@@ -8,7 +8,7 @@ from datetime import date
 from search.config import Settings
 from search.errors import BadInput
 from search.ingest.unicode import check_text
-from search.records import MODES, SearchQuery
+from search.records import MODES, TRANSLATIONS, SearchQuery
 
 MAX_OFFSET = 10_000
 MAX_CONTEXT = 10
@@ -37,6 +37,8 @@ def validate(q: SearchQuery, settings: Settings) -> None:
         raise BadInput(f"offset: {q.offset} is outside 0..{MAX_OFFSET}")
     if not 0 <= q.context <= MAX_CONTEXT:
         raise BadInput(f"context: {q.context} is outside 0..{MAX_CONTEXT}")
+    if q.translations is not None and q.translations not in TRANSLATIONS:
+        raise BadInput(f"translations: {q.translations!r} is not one of {', '.join(TRANSLATIONS)}")
     if q.group_by not in (None, "article"):
         raise BadInput(f"group_by: {q.group_by!r}; the only grouping is 'article'")
     # Date bounds are days, compared as text with the day part of `published` (search/index/store.py), so any

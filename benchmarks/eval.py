@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.eval_report import render
+from benchmarks.eval_translations import render_translations, run_translations
 from benchmarks.ir_metrics import distinct, score
 from benchmarks.machine import load_average, machine_info
 from benchmarks.xquad import EVAL_LANGS, Question, XQuAD, lang_of, load, write_corpus
@@ -171,8 +172,10 @@ def run(
     batch: int = 64,
     mode: Mode | None = "dense",
     precision: Precision | None = None,
+    only: str | None = None,
 ) -> dict[str, Any]:
-    """Every task's figures; `precision` overrides SEARCH_PRECISION (benchmarks.bench_precision compares them)."""
+    """Every task's figures; `precision` overrides SEARCH_PRECISION (benchmarks.bench_precision compares them);
+    `only="translations"` runs the translations table alone."""
     started = time.perf_counter()
     info = machine_info()
     xq = load(langs, limit)
@@ -185,7 +188,7 @@ def run(
     tasks: list[dict[str, Any]] = []
     query_langid: dict[str, float] = {}
     passages_langid: dict[str, Any] = {}
-    for pool in pools(langs):
+    for pool in pools(langs) if only is None else []:
         for centering in (False, True):
             index_dir = out / "indexes" / f"{pool.name}-{'centered' if centering else 'raw'}"
             settings = Settings(index_dir=index_dir, centering=centering, embedding_cache=cache, **extra)
@@ -196,8 +199,12 @@ def run(
             if pool.name == "mixed" or len(langs) == 1:
                 passages_langid = passage_langid(svc)
             tasks.extend(evaluate_pool(svc, pool, xq, centering, batch, mode, query_langid))
+    translations = None
+    if set(REFERENCE_POOL) <= set(langs):
+        translations = run_translations(xq, files, cache, out, memo, detector, mode, batch)
     info["load_average_at_end"] = load_average()
     return {
+        "translations": translations,
         "machine": info,
         "config": {
             "langs": list(langs),
@@ -232,14 +239,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "service's SEARCH_DEFAULT_MODE [default: %(default)s]",
     )
     parser.add_argument("--batch", type=int, default=64, help="queries per search_many call [default: %(default)s]")
+    parser.add_argument(
+        "--only",
+        choices=["translations"],
+        default=None,
+        help="run one table: translations (the en+zh+ru pool with translations=off|together|collapse, the seed)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     mode: Mode | None = None if args.mode == "default" else args.mode
-    results = run(langs, args.limit, args.out, args.batch, mode)
-    (args.out / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    results = run(langs, args.limit, args.out, args.batch, mode, only=args.only)
+    name = "eval" if args.only is None else f"eval-{args.only}"
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    if args.only == "translations":
+        markdown = render_translations(results["translations"]) + "\n"
+        (args.out / f"{name}.md").write_text(markdown, encoding="utf-8")
+        print(markdown)
+        return 0
     markdown = render(results)
     (args.out / "eval.md").write_text(markdown, encoding="utf-8")
     print(markdown)

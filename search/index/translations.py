@@ -167,6 +167,7 @@ class LabelOptions:
     length_ratio: float = 2.0
     exclude_group: bool = True
     seed: int = 0
+    always_related: bool = False  # a translation must be related even with enough targets (the build's groups)
 
 
 def _edges(nb: Neighbours, margin: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -255,7 +256,8 @@ def label_pairs(
             if distinct * o.fdr < 1:
                 t_tr = float("inf")
                 tr_how += f", of which {distinct} distinct random pairs cannot tell: none labelled"
-        label[sel & mutual & fits & (mar >= t_tr) & ((cos >= t_rel) | (not underpowered))] = TRANSLATION
+        need_related = underpowered or o.always_related
+        label[sel & mutual & fits & (mar >= t_tr) & ((cos >= t_rel) | (not need_related))] = TRANSLATION
         calibration.append(replace(cal, translation=round(t_tr, 4), translation_how=tr_how, targets=len(targets)))
         curves[(name_a, name_b)] = (targets, decoys)
     found = label >= 0
@@ -322,7 +324,10 @@ def translation_groups(
     lang = lang.astype(np.int64)
     own = np.arange(n)  # each passage its own "group": only itself is left out of its neighbours
     nb = knn_by_lang(x, lang, len(names), own, k, exclude_group=False, approximate=approximate)
-    options = LabelOptions(fdr=fdr, exclude_group=False)
+    # Also related, whatever the number of targets: target-decoy competition still passes a few mutual best matches
+    # of unrelated passages (best matches are picked for their margin, decoys are not), and a false group hides
+    # hits from a search where a report only lists one pair too many.
+    options = LabelOptions(fdr=fdr, exclude_group=False, always_related=True)
     pairs = label_pairs(x, nb, lang, [str(s) for s in names], own, np.asarray(lengths), options)
     for i, rows in enumerate(groups(pairs, n, labels=(TRANSLATION,))):
         group[rows] = i

@@ -47,7 +47,7 @@ class QueryMemo:
     embedding cache is what saves them).
     """
 
-    def __init__(self, inner: Embedder) -> None:
+    def __init__(self, inner: Embedder, saved: Path | None = None) -> None:
         self.inner = inner
         self.name = inner.name
         self.fingerprint = inner.fingerprint
@@ -56,6 +56,18 @@ class QueryMemo:
         # The precision profile the build records in its manifest (search.index.build.precision_of).
         self.precision_choice = getattr(inner, "precision_choice", None)
         self._vectors: dict[str, np.ndarray] = {}
+        self.saved = saved
+        if saved is not None and saved.exists():  # a rerun with the same --out: the same model's query vectors
+            with np.load(saved) as kept:
+                if str(kept["fingerprint"]) == self.fingerprint:
+                    self._vectors = dict(zip(kept["texts"].tolist(), kept["vectors"], strict=True))
+
+    def save(self) -> None:
+        """Keep the query vectors for a rerun (as the embedding cache keeps the passages')."""
+        if self.saved is not None and self._vectors:
+            texts = list(self._vectors)
+            vectors = np.stack([self._vectors[t] for t in texts])
+            np.savez(self.saved, fingerprint=self.fingerprint, texts=np.array(texts), vectors=vectors)
 
     def count_tokens(self, text: str, *, query: bool = False) -> int:
         return self.inner.count_tokens(text, query=query)
@@ -183,7 +195,7 @@ def run(
     cache = out / "embeddings.sqlite"
     extra: dict[str, Any] = {} if precision is None else {"precision": precision}
     boot = SearchService(Settings(embedding_cache=cache, **extra))
-    memo, detector = QueryMemo(boot.embedder), boot.detector
+    memo, detector = QueryMemo(boot.embedder, out / "queries.npz"), boot.detector
     builds: list[dict[str, Any]] = []
     tasks: list[dict[str, Any]] = []
     query_langid: dict[str, float] = {}
@@ -202,6 +214,7 @@ def run(
     translations = None
     if set(REFERENCE_POOL) <= set(langs):
         translations = run_translations(xq, files, cache, out, memo, detector, mode, batch)
+    memo.save()
     info["load_average_at_end"] = load_average()
     return {
         "translations": translations,

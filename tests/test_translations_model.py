@@ -109,26 +109,16 @@ def plain(results: list[SearchResult]) -> list[list[dict[str, object]]]:
     return [[h.as_dict() for h in r.hits] for r in results]
 
 
-# Measured: 40 English and 40 other Chinese XQuAD paragraphs (no translations) give one false group of two (a mutual
-# best match on the same topic that passes both thresholds); the issue's target is none. Asserted at the measured
-# figure, so more false groups fail here.
-FALSE_GROUPS = 1
-
-
 def test_a_corpus_without_translations_searches_as_off(built: Built) -> None:
     store = built.unrelated.store
     groups = store.translation_groups()
     false_groups = len(set(groups.tolist()) - {-1})
     print(f"unrelated en 0-{N - 1} + zh {N}-{2 * N - 1}: {false_groups} false groups")
-    assert store.has_translations and false_groups <= FALSE_GROUPS
+    assert store.has_translations and false_groups == 0
     texts = questions(built, "en", 10) + questions(built, "zh", 10)
-    off = built.unrelated.search_many([SearchQuery(t, translations="off") for t in texts])
-    ids = {p.passage_id for r, p in enumerate(store.all_passages()) if groups[r] >= 0}
-    clean = [i for i, r in enumerate(off) if not ids & {h.passage.passage_id for h in r.hits}]
-    assert clean
+    off = plain(built.unrelated.search_many([SearchQuery(t, translations="off") for t in texts]))
     for how in ("collapse", "together"):
-        got = plain(built.unrelated.search_many([SearchQuery(t, translations=how) for t in texts]))  # type: ignore[arg-type]
-        assert [got[i] for i in clean] == [plain(off)[i] for i in clean]
+        assert plain(built.unrelated.search_many([SearchQuery(t, translations=how) for t in texts])) == off  # type: ignore[arg-type]
 
 
 def test_get_passage_lists_its_translations(built: Built) -> None:
@@ -141,10 +131,11 @@ def test_get_passage_lists_its_translations(built: Built) -> None:
     assert {lang for _, lang in expected} <= {"zh", "ru"} and all(t["text"] for t in body["translations"])
 
 
-def test_the_seed_pairs_english_paragraphs_with_their_chinese_versions(service) -> None:  # type: ignore[no-untyped-def]
+def test_the_seed_has_no_translation_groups(service) -> None:  # type: ignore[no-untyped-def]
+    # The seed's Chinese paragraphs are other parts of the interview, not versions of its English ones: the closest
+    # pairs (the Putin paragraph and its one shared sentence, cosine 0.23; two paragraphs that both report six calls
+    # since January, 0.21) are mutual best matches that do not stand out from the passages' other matches.
     store = service.store
     groups, passages = store.translation_groups(), store.all_passages()
-    found = [[p for r, p in enumerate(passages) if groups[r] == g] for g in sorted(set(groups.tolist()) - {-1})]
-    for members in found:
-        print(" / ".join(f"[{p.lang} ¶{p.paragraph}] {p.text[:50]}" for p in members))
-    assert found and all({p.lang for p in members} == {"en", "zh"} for members in found)
+    assert store.has_translations and {p.lang for p in passages} == {"en", "zh"}
+    assert (groups == -1).all()

@@ -18,7 +18,11 @@ Labels, per unordered language pair (A, B):
   the others (a passage has at most one translation per language); it is the lowest margin at which decoys above
   it are at most `fdr` times the targets above it. With fewer than 1/`fdr` targets (a few dozen passages) that
   estimate cannot resolve the rate asked for, so a translation must then also be related (below): a mutual best
-  match whose cosine is within what random pairs of the two languages reach is no evidence of a translation;
+  match whose cosine is within what random pairs of the two languages reach is no evidence of a translation.
+  The build's groups (`translation_groups`) also require both passages' cosine to stand out from their next
+  matches (`stand_out_p`, Benjamini-Hochberg at `fdr` over the candidates): target-decoy competition is
+  anti-conservative where a corpus holds no translations (its targets are the best of N picked for being mutual,
+  its decoys are not), and there a stand-out test is what keeps every search equal to `off`;
 - related: cosine >= the pair's threshold: the `related_quantile` quantile of the cosines of random passage pairs of
   that language pair (each passage's best match left out), or a fixed `--threshold`.
 """
@@ -147,6 +151,43 @@ def margins(nb: Neighbours, lang: np.ndarray, margin_k: int = MARGIN_K) -> tuple
     return margin, np.where(valid.any(axis=2), best, -1)
 
 
+def stand_out_p(scores: np.ndarray) -> np.ndarray:
+    """How likely each row's best cosine stands this far above its next ones by chance: a p-value per row.
+
+    `scores` are each passage's k best cosines in one language, best first. With no translation among them they are
+    the top of that passage's background, whose spacings (Renyi) are independent exponentials once the j-th is
+    scaled by j: so the best one's lead over the second, against the mean scaled spacing of the rest, is F(2, 2m)
+    distributed (m = k - 2 spacings) whatever the background's scale, and P(F >= t) = (1 + t/m)^-m. A translation
+    leads its passage's other matches by far more (cosine about 0.9 against 0.5); a best match that is only the
+    nearest of many, however high its margin, does not. Tails lighter than exponential (Gaussian-like cosines)
+    make it conservative. Rows with fewer than 4 scores get 1 (no evidence).
+    """
+    s = np.where(np.isfinite(scores), scores, np.nan)
+    k = s.shape[1]
+    out = np.ones(len(s))
+    if k < 4:
+        return out
+    gaps = s[:, :-1] - s[:, 1:]  # (n, k - 1), gap j between the j-th and (j+1)-th best (1-based j)
+    rest = gaps[:, 1:] * np.arange(2, k)[None, :]
+    m = np.sum(np.isfinite(rest), axis=1)
+    scale = np.nanmean(np.where(m[:, None] > 0, rest, 0.0), axis=1)
+    ok = (m >= 2) & np.isfinite(gaps[:, 0]) & (scale > 0)
+    t = np.where(ok, gaps[:, 0] / np.where(ok, scale, 1.0), 0.0)
+    out[ok] = (1 + t[ok] / m[ok]) ** -m[ok].astype(float)
+    return out
+
+
+def benjamini_hochberg(p: np.ndarray, rate: float) -> np.ndarray:
+    """Which of the p-values Benjamini-Hochberg keeps at false discovery `rate` (with no true one among them, the
+    chance that it keeps any is at most `rate`)."""
+    order = np.argsort(p)
+    passed = p[order] <= rate * np.arange(1, len(p) + 1) / max(len(p), 1)
+    keep = np.zeros(len(p), dtype=bool)
+    if passed.any():
+        keep[order[: np.flatnonzero(passed)[-1] + 1]] = True
+    return keep
+
+
 def fdr_threshold(targets: np.ndarray, decoys: np.ndarray, fdr: float) -> float:
     """Lowest score t with (decoys >= t) / (targets >= t) <= fdr; inf when none qualifies."""
     t_sorted = np.sort(targets)[::-1]
@@ -167,7 +208,7 @@ class LabelOptions:
     length_ratio: float = 2.0
     exclude_group: bool = True
     seed: int = 0
-    always_related: bool = False  # a translation must be related even with enough targets (the build's groups)
+    stand_out: bool = False  # a translation must also stand out from both passages' other matches (the build's)
 
 
 def _edges(nb: Neighbours, margin: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -256,8 +297,18 @@ def label_pairs(
             if distinct * o.fdr < 1:
                 t_tr = float("inf")
                 tr_how += f", of which {distinct} distinct random pairs cannot tell: none labelled"
-        need_related = underpowered or o.always_related
-        label[sel & mutual & fits & (mar >= t_tr) & ((cos >= t_rel) | (not need_related))] = TRANSLATION
+        candidate = sel & mutual & fits & (mar >= t_tr) & ((cos >= t_rel) | (not underpowered))
+        if o.stand_out and candidate.any():
+            idx = np.flatnonzero(candidate)
+            # both passages' best match must lead their others (each side's k best in the other's language)
+            p_pair = np.maximum(stand_out_p(nb.scores[a[idx], lb[idx]]), stand_out_p(nb.scores[b[idx], la[idx]]))
+            keep = benjamini_hochberg(p_pair, o.fdr)
+            candidate[idx[~keep]] = False
+            tr_how += (
+                f"; and both cosines stand out from the passages' next {nb.scores.shape[2] - 1} matches "
+                f"(Benjamini-Hochberg at {o.fdr:g} over {len(idx)} candidates: {int(keep.sum())} kept)"
+            )
+        label[candidate] = TRANSLATION
         calibration.append(replace(cal, translation=round(t_tr, 4), translation_how=tr_how, targets=len(targets)))
         curves[(name_a, name_b)] = (targets, decoys)
     found = label >= 0
@@ -324,10 +375,10 @@ def translation_groups(
     lang = lang.astype(np.int64)
     own = np.arange(n)  # each passage its own "group": only itself is left out of its neighbours
     nb = knn_by_lang(x, lang, len(names), own, k, exclude_group=False, approximate=approximate)
-    # Also related, whatever the number of targets: target-decoy competition still passes a few mutual best matches
-    # of unrelated passages (best matches are picked for their margin, decoys are not), and a false group hides
-    # hits from a search where a report only lists one pair too many.
-    options = LabelOptions(fdr=fdr, exclude_group=False, always_related=True)
+    # Also standing out: target-decoy competition still passes a few mutual best matches of unrelated passages
+    # (best matches are picked for their margin, decoys are not), and a false group hides hits from a search where
+    # a report only lists one pair too many.
+    options = LabelOptions(fdr=fdr, exclude_group=False, stand_out=True)
     pairs = label_pairs(x, nb, lang, [str(s) for s in names], own, np.asarray(lengths), options)
     for i, rows in enumerate(groups(pairs, n, labels=(TRANSLATION,))):
         group[rows] = i

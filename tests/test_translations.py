@@ -11,7 +11,7 @@ import pytest
 
 from search.errors import BadInput
 from search.index.store import Store, current_build
-from search.index.translations import stand_out_p, translation_groups
+from search.index.translations import knockoff_threshold, translation_groups
 from search.ingest.language import LanguageDetector
 from search.query.ranking import Candidate, with_translations
 from search.records import SearchQuery
@@ -40,40 +40,18 @@ def test_parallel_passages_are_grouped_in_pairs() -> None:
 
 
 def test_one_language_has_no_groups() -> None:
+    # Unrelated passages in two languages are tested with the real model (tests/test_translations_model.py):
+    # random Gaussian vectors are no model of them (their best matches pass the calibration at a few percent).
     x = unit(np.random.default_rng(1).normal(size=(400, 64)))
     assert (translation_groups(x, ["en"] * 400, [100] * 400).group == -1).all()
 
 
-def top(background: np.ndarray, k: int = 10) -> np.ndarray:
-    return -np.sort(-background, axis=1)[:, :k]
-
-
-def test_stand_out_p_values_are_uniform_for_an_exponential_background() -> None:
-    # The null the test is built on: the spacings of an exponential sample's top scores. Its p-values are uniform, so
-    # about 5% of them fall under 0.05 (2,000 rows: a standard error of 0.5%).
-    p = stand_out_p(top(np.random.default_rng(0).exponential(size=(2000, 500))))
-    assert abs((p < 0.05).mean() - 0.05) < 0.015 and abs((p < 0.5).mean() - 0.5) < 0.04
-
-
-def test_stand_out_is_conservative_for_cosines_and_sure_of_a_translation() -> None:
-    rng = np.random.default_rng(1)
-    cos = unit(rng.normal(size=(1000, 64))) @ unit(rng.normal(size=(500, 64))).T  # light (Gaussian-like) tails
-    p = stand_out_p(top(cos))
-    assert (p < 0.05).mean() < 0.05
-    planted = top(cos)
-    planted[:, 0] = 0.9  # a translation: cosine 0.9 where the next matches are about 0.4
-    sure = stand_out_p(planted)
-    assert (sure < 0.05).all() and np.median(sure) < 1e-3
-
-
-@pytest.mark.parametrize("dim", [64, 384])
-@pytest.mark.parametrize("seed", range(3))
-def test_unrelated_vectors_in_two_languages_have_no_groups(dim: int, seed: int) -> None:
-    # Their mutual best matches pass target-decoy competition by the dozen (36 to 62 of 200 before the stand-out
-    # test): none of them leads its passages' other matches as a translation does. Unrelated passages of the real
-    # model: tests/test_translations_model.py.
-    x = unit(np.random.default_rng(seed).normal(size=(400, dim)))
-    assert (translation_groups(x, ["en"] * 200 + ["zh"] * 200, [100] * 400).group == -1).all()
+def test_knockoff_threshold_needs_one_over_fdr_targets_above_each_decoy() -> None:
+    # 19 targets far above every decoy cannot bound a rate of 5% (1 + 0 decoys over 19 targets is 5.3%); 20 can.
+    decoys = np.linspace(0.0, 0.1, 50)
+    assert knockoff_threshold(np.full(19, 0.5), decoys, 0.05) == float("inf")
+    assert knockoff_threshold(np.r_[np.full(20, 0.5), 0.05], decoys, 0.05) == 0.5
+    assert knockoff_threshold(np.linspace(0.2, 0.6, 100), decoys, 0.05) == 0.2
 
 
 def test_two_passages_a_language_cannot_support_a_translation() -> None:

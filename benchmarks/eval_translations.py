@@ -176,7 +176,7 @@ def render_translations(result: dict[str, Any]) -> str:
         else "",
         "",
         f"Seed ({result['seed']['passages']} passages, {result['seed']['languages']}): "
-        f"{len(result['seed']['groups'])} translation groups:",
+        f"{len(result['seed']['groups'])} translation groups" + (":" if result["seed"]["groups"] else "."),
         "",
         *(f"- {' / '.join(g)}" for g in result["seed"]["groups"]),
     ]

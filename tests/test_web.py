@@ -392,6 +392,7 @@ def test_a_hit_shows_its_other_languages(tab: Tab) -> None:
     assert not item.is_visible()
     shown.locator("summary").click()
     assert item.is_visible() and item.locator(f'[lang="{other_lang}"]').inner_text().strip()
+    screenshot(page, "translations.png")
     assert page.evaluate(UNLABELLED_JS) == [] and page.evaluate(CONTRAST_JS) == []
 
     page.goto(f"/?q={quote(QUESTION)}&translations=together")

@@ -155,11 +155,11 @@ def margins(nb: Neighbours, lang: np.ndarray, margin_k: int = MARGIN_K) -> tuple
 
 def mutual_decoys(
     margin: np.ndarray, nb: Neighbours, best: np.ndarray, rows_a: np.ndarray, ia: int, ib: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The margins of the mutual best matches between languages `ia` and `ib` (targets; rows `rows_a` of `ia`
-    against theirs), and of the mutual best matches once those target pairs are taken out (a passage of a target
-    pair then matches its second best, any other its best): pairs picked for being mutual as the targets are, each
-    once. Where a corpus holds translations these decoys are the next paragraphs on the same topic.
+) -> np.ndarray:
+    """Decoys for the mutual best matches between languages `ia` and `ib` (rows `rows_a` of `ia` against theirs):
+    the margins of the mutual best matches once those pairs are taken out (a passage of a mutual pair then matches
+    its second best, any other its best), picked for being mutual as the targets are, each pair once. Where a
+    corpus holds translations they are the next paragraphs on the same topic.
     """
     order = np.argsort(-margin[:, [ia, ib]], axis=2, kind="stable")
     ids = np.take_along_axis(nb.ids[:, [ia, ib]], order, 2)
@@ -176,7 +176,7 @@ def mutual_decoys(
     after_m = np.where(mutual, mar[rows, other, 1], mar[rows, other, 0])
     alt = after[rows_a]
     decoy = (alt >= 0) & (after[np.maximum(alt, 0)] == rows_a)
-    return mar[rows_a[mutual[rows_a]], 1, 0], after_m[rows_a[decoy]]
+    return after_m[rows_a[decoy]]
 
 
 def knockoff_threshold(targets: np.ndarray, decoys: np.ndarray, fdr: float) -> float:
@@ -300,14 +300,14 @@ def label_pairs(
                 tr_how += f", of which {distinct} distinct random pairs cannot tell: none labelled"
         candidate = sel & mutual & fits & (mar >= t_tr) & ((cos >= t_rel) | (not underpowered))
         if o.mutual_decoys:
-            layer_targets, layer_decoys = mutual_decoys(margin, nb, best, rows_a, ia, ib)
-            decoys = np.r_[decoys, layer_decoys]
+            decoys = np.r_[decoys, mutual_decoys(margin, nb, best, rows_a, ia, ib)]
             t_tr = knockoff_threshold(targets, decoys, o.fdr)
             tr_how = (
                 f"mutual best match by margin ({MARGIN_K} neighbours), length ratio within {o.length_ratio:g}x of "
                 f"the languages' median ({np.exp(expected):.2f}), and margin >= the lowest value where 1 + the "
                 f"decoys above it are at most {o.fdr:g} x the targets above it (knockoff+; targets: "
-                f"{len(targets)} mutual best matches; decoys: {len(decoys)} mutual second-best matches)"
+                f"{len(targets)} mutual best matches; decoys: {len(decoys)} second-best, non-mutual best, and "
+                "mutual best matches once the targets are taken out)"
             )
             candidate = sel & mutual & fits & (mar >= t_tr) & (cos >= t_rel)
         label[candidate] = TRANSLATION

@@ -3,7 +3,8 @@
 Paragraphs are written as JSONL articles and indexed by `SearchService.build` (the code behind `search index`:
 chunking, language ID, embedding, centering); questions go through `SearchService.search_many` (query language ID,
 query centering, vector search). Each index is built twice, with centering off and on, from one shared embedding
-cache, so every passage is embedded once per run (and never again on a rerun with the same `--out`).
+cache, so every passage is embedded once per run (and never again on a rerun with the same `--out`, which also
+keeps the questions' vectors in `queries.npz`).
 """
 
 from __future__ import annotations

@@ -9,17 +9,17 @@ PORT   ?= 8000
 EVAL_LANGS ?= en,zh,ru,de,es,ar
 
 .DEFAULT_GOAL := help
-.PHONY: help install model index run serve test test-fast lint eval bench clean fuzz load
+.PHONY: help install model index run serve test test-fast lint eval eval-quick bench bench-cluster clean fuzz load
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU build on this machine's disk. A bare requirement pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,onnx]"
+	$(BIN)/pip install --quiet -e ".[dev,onnx,cluster]"
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install everything (torch==2.13.0 first)
@@ -57,9 +57,16 @@ load: index ## 60 s at 16 clients on a server of the index, then again during a 
 eval: model ## retrieval quality on XQuAD through the product's own path -> eval-results/
 	$(BIN)/python -m benchmarks.eval --langs $(EVAL_LANGS) --out eval-results
 
+eval-quick: model ## the held-out subset: 120 paragraphs of en,zh,ar (passage vs query means) -> eval-results/quick/
+	$(BIN)/python -m benchmarks.eval --langs en,zh,ar --limit 120 --every-question --out eval-results/quick
+
 bench: model ## indexing, query latency under load, memory, vector-index scale, precision profiles -> bench-results/
 	$(BIN)/python -m benchmarks.bench --out bench-results
 	$(BIN)/python -m benchmarks.bench_precision --out bench-results
+
+bench-cluster: model ## Ray: build passages/s local vs 1-2 actors, report kNN, Serve QPS at 1-2 replicas -> bench-results/
+	$(BIN)/python -m benchmarks.bench_cluster --out bench-results
+	$(BIN)/python -m benchmarks.bench_replicas --out bench-results
 
 lint: install ## ruff, mypy and the import layers (import-linter, contracts in pyproject.toml)
 	$(BIN)/ruff check search tests tools benchmarks

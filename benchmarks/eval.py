@@ -4,7 +4,11 @@ Paragraphs are written as JSONL articles and indexed by `SearchService.build` (t
 chunking, language ID, embedding, centering); questions go through `SearchService.search_many` (query language ID,
 query centering, vector search). Each index is built twice, with centering off and on, from one shared embedding
 cache, so every passage is embedded once per run (and never again on a rerun with the same `--out`, which also
-keeps the questions' vectors in `queries.npz`).
+keeps the questions' vectors in `queries.npz`). When the mean
+bank has query means, each centered index is asked again with `query_means` the other way (same build, another
+service), for the passage-means against query-means comparison; the main tables are the configured way.
+`--limit 120 --every-question` (`make eval-quick`) is the held-out subset for it: the shipped bank's query means
+come from the questions about paragraphs 120-239 only.
 """
 
 from __future__ import annotations
@@ -130,6 +134,7 @@ def evaluate_pool(
     batch: int,
     mode: Mode | None,
     query_langid: dict[str, float],
+    query_means: bool = False,
 ) -> list[dict[str, Any]]:
     rows = []
     sizes = {lang: len(xq.paragraphs[lang]) for lang in pool.langs}
@@ -144,6 +149,7 @@ def evaluate_pool(
             "passage_langs": list(pool.langs),
             "query_lang": qlang,
             "centering": centering,
+            "query_means": query_means,
             **scores.as_dict(),
             "seconds": round(time.perf_counter() - start, 2),
         }
@@ -152,7 +158,7 @@ def evaluate_pool(
             row["language_blind_share"] = round(sizes.get(qlang, 0) / sum(sizes.values()), 4)
         rows.append(row)
         query_langid.setdefault(qlang, round(sum(r.query_lang == qlang for r in results) / max(1, len(results)), 4))
-        log.info("%s", {k: row[k] for k in ("pool", "query_lang", "centering", "ndcg_at_10")})
+        log.info("%s", {k: row[k] for k in ("pool", "query_lang", "centering", "query_means", "ndcg_at_10")})
     return rows
 
 
@@ -186,12 +192,13 @@ def run(
     mode: Mode | None = "dense",
     precision: Precision | None = None,
     only: str | None = None,
+    every_question: bool = False,
 ) -> dict[str, Any]:
     """Every task's figures; `precision` overrides SEARCH_PRECISION (benchmarks.bench_precision compares them);
     `only="translations"` runs the translations table alone."""
     started = time.perf_counter()
     info = machine_info()
-    xq = load(langs, limit)
+    xq = load(langs, limit, every_question=every_question)
     files = write_corpus(xq, out / "corpus")
     cache = out / "embeddings.sqlite"
     extra: dict[str, Any] = {} if precision is None else {"precision": precision}
@@ -211,7 +218,14 @@ def run(
             builds.append({"pool": pool.name, "centering": centering, **summary.as_dict()})
             if pool.name == "mixed" or len(langs) == 1:
                 passages_langid = passage_langid(svc)
-            tasks.extend(evaluate_pool(svc, pool, xq, centering, batch, mode, query_langid))
+            default = settings.query_means
+            tasks.extend(evaluate_pool(svc, pool, xq, centering, batch, mode, query_langid, default))
+            if centering and svc.store.centering.query_offsets:
+                other = SearchService(
+                    settings.model_copy(update={"query_means": not default}), embedder=memo, detector=detector
+                )
+                other.load()
+                tasks.extend(evaluate_pool(other, pool, xq, centering, batch, mode, query_langid, not default))
     translations = None
     if set(REFERENCE_POOL) <= set(langs):
         translations = run_translations(xq, files, cache, out, memo, detector, mode, batch)
@@ -223,6 +237,7 @@ def run(
         "config": {
             "langs": list(langs),
             "limit": limit,
+            "every_question": every_question,
             "paragraphs_per_lang": {lang: len(ps) for lang, ps in xq.paragraphs.items()},
             "questions_per_lang": {lang: len(qs) for lang, qs in xq.questions.items()},
             "k_fetch": K_FETCH,
@@ -230,6 +245,7 @@ def run(
             "model": boot.settings.model,
             "precision": boot.settings.precision,
             "centering_min_passages": boot.settings.centering_min_passages,
+            "query_means": boot.settings.query_means,
             "detector_languages": boot.settings.languages,
         },
         "tasks": tasks,
@@ -244,6 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.eval", description=__doc__.split("\n")[0])
     parser.add_argument("--langs", default=",".join(EVAL_LANGS), help="XQuAD languages [default: %(default)s]")
     parser.add_argument("--limit", type=int, default=None, help="first N paragraphs and N questions per language")
+    parser.add_argument(
+        "--every-question",
+        action="store_true",
+        help="with --limit N: every question about the N paragraphs, not N of them (--limit 120: about 600 per "
+        "language, none of them in the shipped bank's query means)",
+    )
     parser.add_argument("--out", type=Path, default=Path("eval-results"), help="output folder [default: %(default)s]")
     parser.add_argument(
         "--mode",
@@ -265,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     mode: Mode | None = None if args.mode == "default" else args.mode
-    results = run(langs, args.limit, args.out, args.batch, mode, only=args.only)
+    results = run(langs, args.limit, args.out, args.batch, mode, only=args.only, every_question=args.every_question)
     name = "eval" if args.only is None else f"eval-{args.only}"
     (args.out / f"{name}.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     if args.only == "translations":

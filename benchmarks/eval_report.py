@@ -45,8 +45,24 @@ def table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     return "\n".join(lines)
 
 
-def _index(tasks: list[dict[str, Any]]) -> dict[tuple[str, str, bool], dict[str, Any]]:
-    return {(t["pool"], t["query_lang"], t["centering"]): t for t in tasks}
+def _index(tasks: list[dict[str, Any]], query_means: bool = False) -> dict[tuple[str, str, bool], dict[str, Any]]:
+    """The tasks by (pool, query language, centering), asked with passage means (or with query means)."""
+    chosen = [t for t in tasks if t.get("query_means", False) == query_means]
+    return {(t["pool"], t["query_lang"], t["centering"]): t for t in chosen}
+
+
+def query_means_table(result: dict[str, Any]) -> str:
+    """Centered nDCG@10 with queries centered by passage means against query means, every pool and query language."""
+    passage, query = _index(result["tasks"], query_means=False), _index(result["tasks"], query_means=True)
+    rows = []
+    for (pool, q, centering), t in query.items():
+        before = passage.get((pool, q, centering), {}).get("ndcg_at_10")
+        after = t.get("ndcg_at_10")
+        if before is None or after is None:
+            continue
+        name = f"{q} -> {pool}" if not pool.startswith("mixed") else f"{pool}, {q} query"
+        rows.append([name, pct(before), pct(after), f"{100 * (after - before):+.1f}"])
+    return table(["task (centered, nDCG@10)", "passage means", "query means", "change"], rows)
 
 
 def monolingual(tasks: dict[tuple[str, str, bool], dict[str, Any]], langs: list[str]) -> str:
@@ -118,7 +134,7 @@ def langid(result: dict[str, Any]) -> str:
 def render(result: dict[str, Any]) -> str:
     cfg = result["config"]
     langs: list[str] = cfg["langs"]
-    tasks = _index(result["tasks"])
+    tasks = _index(result["tasks"], cfg.get("query_means", False))  # the main tables: the configured centering
     embedded = sum(b["embedded"] for b in result["builds"])
     parts = [
         "# XQuAD retrieval quality",
@@ -148,6 +164,17 @@ def render(result: dict[str, Any]) -> str:
         parts += [
             f"## Mixed pool {ref_pool[6:]} (the reference's pool)",
             mixed(tasks, ref_pool, ref_pool[6:].split("+")),
+        ]
+    if len({t.get("query_means", False) for t in result["tasks"] if t["centering"]}) == 2:
+        parts += [
+            "## Query-side means",
+            "Centered indexes asked twice: queries centered with their language's passage mean "
+            "(`SEARCH_QUERY_MEANS=false`, the default) and with its query mean (`SEARCH_QUERY_MEANS=true`: the "
+            "passage mean moved by the mean bank's query offset); the tables above are "
+            f"{'query' if cfg.get('query_means') else 'passage'} means. The shipped bank's query means come from "
+            "XQuAD questions about paragraphs 120-239: only a run with `--limit 120` or less is held out from them "
+            "(docs/quality.md#query-side-means).",
+            query_means_table(result),
         ]
     parts += [
         "## Against the reference figures",

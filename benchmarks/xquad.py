@@ -76,17 +76,25 @@ def _read(lang: str, data_dir: Path) -> tuple[list[Paragraph], list[Question]]:
     return paragraphs, questions
 
 
-def _limit(paragraphs: list[Paragraph], questions: list[Question], n: int) -> tuple[list[Paragraph], list[Question]]:
-    """The first `n` paragraphs and at most `n` questions about them, spread over those paragraphs."""
+def _limit(
+    paragraphs: list[Paragraph], questions: list[Question], n: int, every_question: bool = False
+) -> tuple[list[Paragraph], list[Question]]:
+    """The first `n` paragraphs and at most `n` questions about them, spread over those paragraphs (or every
+    question about them)."""
     kept = paragraphs[:n]
     ids = {p.index for p in kept}
     about = [Question(q.qid, q.lang, q.text, frozenset(q.paragraphs & ids)) for q in questions if q.paragraphs & ids]
+    if every_question:
+        return kept, about
     step = max(1, len(about) // n)
     return kept, about[::step][:n]
 
 
-def load(langs: Sequence[str], limit: int | None = None, data_dir: Path = DATA_DIR) -> XQuAD:
-    """Paragraphs and deduplicated questions per language; `limit` keeps the first paragraphs and a few questions."""
+def load(
+    langs: Sequence[str], limit: int | None = None, data_dir: Path = DATA_DIR, every_question: bool = False
+) -> XQuAD:
+    """Paragraphs and deduplicated questions per language; `limit` keeps the first paragraphs and a few questions
+    (or, `every_question`, all the questions about them)."""
     unknown = sorted(set(langs) - set(ALL_LANGS))
     if unknown:
         raise ValueError(f"unknown XQuAD language(s) {unknown}; choose from {', '.join(ALL_LANGS)}")
@@ -95,7 +103,7 @@ def load(langs: Sequence[str], limit: int | None = None, data_dir: Path = DATA_D
     for lang in langs:
         ps, qs = _read(lang, data_dir)
         if limit is not None:
-            ps, qs = _limit(ps, qs, limit)
+            ps, qs = _limit(ps, qs, limit, every_question)
         paragraphs[lang], questions[lang] = ps, qs
     return XQuAD(paragraphs, questions)
 

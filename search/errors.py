@@ -9,7 +9,8 @@ SearchError                  any problem a user can act on; its message says wha
 ├── ModelUnavailable         the embedding model cannot be loaded or prepared
 ├── NotFound                 an id (passage, article) that the index does not hold
 ├── Forbidden                a write while writes are off, or a key without the scope a route needs
-└── IndexBusy                another writer holds the index folder's lock past SEARCH_WRITE_LOCK_TIMEOUT
+├── IndexBusy                another writer holds the index folder's lock past SEARCH_WRITE_LOCK_TIMEOUT
+└── ClusterUnavailable       Ray (SEARCH_RAY_ADDRESS, --ray) is not installed, unreachable, or its work failed
 """
 
 
@@ -73,3 +74,11 @@ class IndexBusy(SearchError):
     exit_code = 9
     http_status = 409
     code = "index_busy"
+
+
+class ClusterUnavailable(SearchError):
+    """`--ray`: Ray is not installed, the cluster cannot be reached, or work on it failed past its retries."""
+
+    exit_code = 10
+    http_status = 503
+    code = "cluster_unavailable"

@@ -166,6 +166,9 @@ class SearchQuery:
     highlight: bool = False
     group_by: GroupBy | None = None
     translations: Translations | None = None  # None: the configured default
+    # 0..1: 0 ranks by relevance alone; above it, maximal marginal relevance trades relevance for hits unlike
+    # those already chosen (search.query.ranking.diversify).
+    diversity: float = 0.0
 
     def filters(self) -> Filters:
         return Filters(

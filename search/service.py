@@ -7,12 +7,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from search.config import Settings, load_settings
 from search.errors import BadInput, IndexMismatch, NotFound
-from search.index.build import BuildSummary, build_from_articles, build_index, precision_of
+from search.index.build import BuildSummary, PassageEncoder, build_from_articles, build_index, precision_of
+from search.index.distributed import embed_on_ray, parallel_adder
 from search.index.meanbank import MeanBank, cache_path, compute_bank, find_bank, read_texts
 from search.index.store import Store, VectorIndexOptions, current_build, read_manifest
 from search.index.writers import writer_lock
@@ -22,9 +26,10 @@ from search.model.embedders import Embedder, describe_model, embedder_for, recor
 from search.model.queries import QueryEncoder
 from search.query import similar
 from search.query.retrieval import Retriever
-from search.query.validation import check_k, validate
+from search.query.validation import check_k, validate, validate_texts
 from search.records import Article, ArticleInfo, ArticleMatch, Hit, Passage, SearchQuery, SearchResult
 from search.reports.compute import Progress, no_progress
+from search.reports.distributed import knn_on_ray
 from search.reports.run import ReportOptions, ReportSummary, run_report
 
 log = logging.getLogger(__name__)
@@ -153,7 +158,8 @@ class SearchService:
         if not texts.is_file():
             raise BadInput(f"{texts}: no such file")
         by_lang = read_texts(texts)  # a bad line is reported before the model loads
-        bank = compute_bank(self.embedder, by_lang, source=texts.name)
+        queries = read_texts(texts, kind="query")
+        bank = compute_bank(self.embedder, by_lang, texts.name, queries, texts.name if queries else "")
         target = out or cache_path(self.settings.cache_dir, self.embedder.fingerprint)
         bank.save(target)
         return target, bank
@@ -217,7 +223,12 @@ class SearchService:
         strict: bool = False,
     ) -> BuildSummary:
         """Index the files under `paths` into a new build and publish it, holding the index folder's writer lock
-        from start to end (another writer waits, or fails with IndexBusy)."""
+        from start to end (another writer waits, or fails with IndexBusy).
+
+        With `ray_address` set, the passages the embedding cache lacks are embedded on Ray, and a large ivf_pq_sq8
+        index is filled there (search/index/distributed.py); the rest runs here, unchanged. Only this full build
+        uses Ray: a server's one-article writes embed a few passages, less than an actor pool takes to start.
+        """
         s = self.settings
         index_dir = index_dir or s.index_dir
         with writer_lock(index_dir, s.write_lock_timeout, "search index"):
@@ -226,12 +237,22 @@ class SearchService:
                 centering=s.centering, centering_min_passages=s.centering_min_passages, bank=self.mean_bank,
                 progress=progress, embedding_cache=s.embedding_cache, strict=strict,
                 max_file_bytes=s.max_file_bytes, html_reader=s.html_reader, zh_tokenizer=s.zh_tokenizer,
-                vector_index=self._vector_index_options(),
+                vector_index=self._vector_index_options(on_ray=True), encode=self._ray_encoder(progress),
             )  # fmt: skip
 
-    def _vector_index_options(self) -> VectorIndexOptions:
+    def _ray_encoder(self, progress: bool) -> PassageEncoder | None:
         s = self.settings
-        return VectorIndexOptions(s.flat_max, s.memory_budget_mb, s.target_recall)
+        if s.ray_address is None:
+            return None
+        dimension = self.embedder.dimension
+        return lambda texts: embed_on_ray(texts, s, dimension, progress=progress)
+
+    def _vector_index_options(self, on_ray: bool = False) -> VectorIndexOptions:
+        s = self.settings
+        if not on_ray or s.ray_address is None:
+            return VectorIndexOptions(s.flat_max, s.memory_budget_mb, s.target_recall)
+        adder = parallel_adder(s.ray_address, s.ray_concurrency)
+        return VectorIndexOptions(s.flat_max, s.memory_budget_mb, s.target_recall, adder, s.ray_add_min)
 
     # Reads
 
@@ -260,6 +281,21 @@ class SearchService:
             SearchResult(query=q.query, query_lang=guess.lang, took_ms=took, mode=mode, hits=h)
             for q, mode, guess, h in zip(queries, modes, guesses, hits, strict=True)
         ]
+
+    def embed(self, texts: Sequence[str], *, query: bool, dimensions: int | None = None) -> tuple[np.ndarray, int]:
+        """The model's vectors of `texts` (normalized, not centered: what the model gives, as external users of
+        an embeddings API expect) with the query or the passage prompt, and the tokens the model read.
+
+        Query vectors come from the same encoder (its LRU and micro-batching) as a search's, so they equal the
+        vector a search of the same text starts from before centering; passage vectors are what a build embeds.
+        """
+        validate_texts(texts, self.settings)
+        dim = self.embedder.dimension
+        if dimensions is not None and dimensions != dim:
+            raise BadInput(f"dimensions: {dimensions}; this model's vectors have {dim}: leave it out or give {dim}")
+        vectors = self.encoder.queries(texts) if query else self.encoder.passages(texts)
+        tokens = sum(self.embedder.count_tokens(t, query=query) for t in texts)
+        return vectors, tokens
 
     def passage(self, passage_id: str) -> Passage:
         return self.store.passage(passage_id)
@@ -291,15 +327,19 @@ class SearchService:
     def articles(self) -> list[ArticleInfo]:
         return self.store.articles()
 
-    def report(self, options: ReportOptions, out_dir: Path, progress: Progress = no_progress) -> ReportSummary:
+    def report(
+        self, options: ReportOptions, out_dir: Path, progress: Progress = no_progress, ray: str | None = None
+    ) -> ReportSummary:
         """A similarity report over the served index, or, when none is loaded, over the published one: reports
-        read the stored vectors, so the model is not loaded for them."""
+        read the stored vectors, so the model is not loaded for them. With `ray` (an address or auto) the kNN
+        stage runs in query blocks on that Ray cluster."""
         options.validate()
+        knn = None if ray is None else partial(knn_on_ray, ray)
         if self._store is not None:
-            return run_report(self._store, options, out_dir, progress)
+            return run_report(self._store, options, out_dir, progress, knn)
         store = Store(*read_manifest(self.settings.index_dir))
         try:
-            return run_report(store, options, out_dir, progress)
+            return run_report(store, options, out_dir, progress, knn)
         finally:
             store.close()
 

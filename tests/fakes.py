@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -63,6 +64,31 @@ class GatedEmbedder(FakeEmbedder):
             if not self.gate.wait(self.hold):
                 raise TimeoutError(f"held at the gate for {self.hold} s: the test never opened it")
         return super().encode(texts, query=query, progress=progress)
+
+
+class KilledOnce:
+    """A Ray embedding actor's embedder factory (search/index/distributed.py) whose actor process kills itself
+    (SIGKILL, as the OOM killer or a lost node would) at its first encode, once per `marker` file: the test of a
+    worker lost mid-build. The marker holds the killed pid."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __call__(self, settings: object, device: str) -> object:
+        from search.model.embedders import embedder_for
+
+        return _KillsItselfOnce(embedder_for(settings, device), self.marker)  # type: ignore[arg-type]
+
+
+class _KillsItselfOnce:
+    def __init__(self, embedder: object, marker: Path) -> None:
+        self.embedder, self.marker = embedder, marker
+
+    def encode(self, texts: Sequence[str], *, query: bool, progress: bool = False) -> np.ndarray:
+        if not self.marker.exists():
+            self.marker.write_text(str(os.getpid()), encoding="utf-8")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.embedder.encode(texts, query=query, progress=progress)  # type: ignore[attr-defined,no-any-return]
 
 
 def run_cli() -> None:

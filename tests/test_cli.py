@@ -44,6 +44,8 @@ def test_query_without_an_index_is_one_clear_line(tmp_path: Path) -> None:
 def test_blank_query_and_missing_input_are_bad_input(tmp_path: Path) -> None:
     r = run("query", "   ", "--index", str(tmp_path))
     assert r.returncode == 2 and "query: must not be blank" in r.stderr and "Traceback" not in r.stderr
+    r = run("query", "NATO", "--diversity", "2", "--index", str(tmp_path))
+    assert r.returncode == 2 and "diversity: 2.0 is outside 0..1" in r.stderr and "Traceback" not in r.stderr
     r = run("index", str(tmp_path / "missing"), "--index", str(tmp_path / "idx"))
     assert r.returncode == 2 and "no such file or folder" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "idx" / "current").exists()

@@ -214,6 +214,15 @@ def test_request_id_is_echoed_when_sane_and_generated_otherwise(fake_service: Se
             assert rid != given and len(rid) == 32 and int(rid, 16) >= 0, given
 
 
+def test_every_answer_names_the_replica_local_on_uvicorn(fake_service: SearchService) -> None:
+    with TestClient(create_app(service=fake_service)) as client:
+        assert client.get("/search", params={"q": "cats"}).headers["x-search-replica"] == "local"
+        assert client.get("/passages/nope").headers["x-search-replica"] == "local"  # errors too
+        assert 'search_replica_info{replica="local"} 1.0' in client.get("/metrics").text
+    with TestClient(create_app(service=fake_service, replica="r-7")) as client:
+        assert client.get("/health").headers["x-search-replica"] == "r-7"
+
+
 def test_one_json_access_line_per_request_and_never_a_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="search.access")
     app = app_with(tmp_path, api_keys=KEYS)

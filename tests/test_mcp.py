@@ -43,7 +43,7 @@ def test_mcp_tools_search_read_and_find_similar(server_url: str) -> None:
     assert out["server"] == "search"
     assert set(out["tools"]) == {"search_passages", "get_passage", "similar_passages"}
     assert "any language" in out["tools"]["search_passages"].description
-    assert "query" in out["tools"]["search_passages"].input_schema["properties"]
+    assert {"query", "diversity"} <= set(out["tools"]["search_passages"].input_schema["properties"])
     hits = out["hits"]
     assert len(hits) == 3 and all(h["lang"] == "en" for h in hits)
     assert any("Putin views the relationship" in h["text"] for h in hits)

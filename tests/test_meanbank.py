@@ -14,6 +14,7 @@ from search.errors import BadInput
 from search.index.centering import Centering
 from search.index.meanbank import MIN_TEXTS, MeanBank, cache_path, compute_bank, find_bank, read_texts
 from search.ingest.language import LanguageDetector
+from search.records import SearchQuery
 from tests.fakes import FakeEmbedder
 from tests.helpers import make_service
 
@@ -154,3 +155,90 @@ def test_the_default_model_ships_a_bank_of_the_xquad_languages(service) -> None:
     assert "XQuAD" in bank.source
     # the seed index (en, zh, ru) borrows the means of the XQuAD languages it does not hold
     assert {"de", "es", "ar"} <= set(service.store.manifest["centering"]["bank_languages"])
+
+
+# --- query-side means ------------------------------------------------------------------------------------------------
+
+# e5's queries of a language sit apart from its passages: a fixed "query" direction per language, in the bank.
+QUERY_SHIFT = {lang: np.eye(DIM, dtype=np.float32)[3 + i] for i, lang in enumerate(["en", "zh", "ru"])}
+
+
+def bank_with_queries(topics: np.ndarray, langs: list[str]) -> MeanBank:
+    plain = bank_from(topics, langs)
+    queries = {lang: plain.means[lang] + QUERY_SHIFT[lang] for lang in langs}
+    return MeanBank(plain.means, plain.counts, "t", queries, dict.fromkeys(langs, 60), "questions")
+
+
+def test_query_means_center_a_query_by_its_languages_query_offset(topics: np.ndarray) -> None:
+    en = texts_of("en", topics)
+    bank = bank_with_queries(topics, ["en", "zh"])
+    np.testing.assert_allclose(bank.query_offsets()["zh"], QUERY_SHIFT["zh"], atol=1e-6)
+    c = Centering.fit(en, ["en"] * len(en), 5, bank=bank.means, query_offsets=bank.query_offsets())
+    q = texts_of("zh", topics[:1])[0] + QUERY_SHIFT["zh"]
+    by_query_mean = c.query(q, {"zh": 1.0}, query_means=True)
+    np.testing.assert_allclose(c.query_mean_for("zh"), c.mean_for("zh") + QUERY_SHIFT["zh"], atol=1e-6)
+    expected = q - c.mean_for("zh") - QUERY_SHIFT["zh"]
+    np.testing.assert_allclose(by_query_mean, expected / np.linalg.norm(expected), atol=1e-5)
+    # off (the default), the query is centered with the passage mean, as before
+    plain = q - c.mean_for("zh")
+    np.testing.assert_allclose(c.query(q, {"zh": 1.0}), plain / np.linalg.norm(plain), atol=1e-5)
+    np.testing.assert_allclose(c.query_mean_for("ru"), c.mean_for("ru"))  # no offset for ru: its passage mean
+    assert c.describe()["query_mean_languages"] == ["en", "zh"]
+
+
+def test_query_means_survive_save_and_load_and_older_files_have_none(tmp_path: Path, topics: np.ndarray) -> None:
+    bank = bank_with_queries(topics, ["en", "zh"])
+    bank.save(tmp_path / "bank.npz")
+    loaded = MeanBank.load(tmp_path / "bank.npz")
+    assert loaded.query_counts == {"en": 60, "zh": 60} and loaded.describe()["query_source"] == "questions"
+    np.testing.assert_allclose(loaded.query_means["zh"], bank.query_means["zh"])
+    older = bank_from(topics, ["en", "zh"])  # a bank written before query means: passage means only
+    older.save(tmp_path / "older.npz")
+    assert MeanBank.load(tmp_path / "older.npz").query_offsets() == {}
+
+    en = texts_of("en", topics)
+    c = Centering.fit(en, ["en"] * len(en), 5, bank=bank.means, query_offsets=bank.query_offsets())
+    c.save(tmp_path / "c.npz")
+    again = Centering.load(tmp_path / "c.npz")
+    np.testing.assert_allclose(again.query_mean_for("zh"), c.query_mean_for("zh"))
+    # a build made before query means: query_means=True centers with the passage means, as that build always did
+    before = Centering.fit(en, ["en"] * len(en), 5, bank=bank.means)
+    q = texts_of("en", topics[:1])[0]
+    np.testing.assert_array_equal(before.query(q, {"en": 1.0}, query_means=True), before.query(q, {"en": 1.0}))
+
+
+def test_a_bank_file_may_hold_query_lines(tmp_path: Path) -> None:
+    texts = tmp_path / "texts.jsonl"
+    rows = [{"lang": "en", "text": "A paragraph."}, {"lang": "en", "text": "A question?", "kind": "query"}]
+    texts.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert read_texts(texts) == {"en": ["A paragraph."]}
+    assert read_texts(texts, kind="query") == {"en": ["A question?"]}
+    texts.write_text(json.dumps({"lang": "en", "text": "x", "kind": "title"}) + "\n", encoding="utf-8")
+    with pytest.raises(BadInput, match=r"texts.jsonl:1: \"kind\" is 'title'"):
+        read_texts(texts)
+    with pytest.raises(BadInput, match=f"fewer than {MIN_TEXTS} queries"):
+        compute_bank(FakeEmbedder(), {"en": ["p"] * MIN_TEXTS}, "tiny", {"en": ["q?"]})
+
+
+def test_a_build_stores_the_banks_query_offsets_and_the_setting_uses_them(tmp_path: Path) -> None:
+    embedder = FakeEmbedder()
+    n = MIN_TEXTS
+    rows = [{"lang": "en", "text": f"The harbour number {i} opens at dawn for fishing boats."} for i in range(n)]
+    rows += [{"lang": "en", "text": f"When does harbour {i} open?", "kind": "query"} for i in range(n)]
+    texts = tmp_path / "bank.jsonl"
+    texts.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "en.txt").write_text("\n\n".join(r["text"] for r in rows[:8]), encoding="utf-8")
+    detector = LanguageDetector(["en", "zh"], preload=False)
+    service = make_service(tmp_path, detector, embedder, query_means=False)
+    _, bank = service.make_bank(texts)
+    assert set(bank.query_means) == {"en"}
+    service.build([corpus])
+    manifest = service.load().manifest
+    assert manifest["mean_bank"]["query_languages"] == ["en"]
+    assert manifest["centering"]["query_mean_languages"] == ["en"]
+    on = make_service(tmp_path, detector, embedder, query_means=True)
+    q = SearchQuery("When does the harbour open?", k=3, mode="dense")
+    plain, shifted = service.search(q).hits, on.search(q).hits
+    assert [h.score for h in plain] != [h.score for h in shifted]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.model.packed import BLOCK_MASK_TOKENS, PackedBert
+from search.model.packed import PackedBert, uses_block_mask
 from tests.helpers import TEXTS
 
 
@@ -37,13 +37,13 @@ def _reference_means(bert, sequences: list[list[int]]) -> np.ndarray:  # type: i
 
 @pytest.mark.parametrize("lengths", [[7], [3, 9, 1, 12], [60] * 12])
 def test_packed_means_equal_the_model_per_text(lengths: list[int]) -> None:
-    # [7]: one text; [3, 9, 1, 12]: a block-diagonal mask over all tokens; [60] * 12: over BLOCK_MASK_TOKENS, per text.
+    # [7]: one text; [3, 9, 1, 12]: a block-diagonal mask over all tokens; [60] * 12: too long to mask, per text.
     bert = _tiny_bert()
     rng = np.random.default_rng(1)
     sequences = [rng.integers(0, 100, n).tolist() for n in lengths]
     got = PackedBert(bert).mean_pooled(sequences)
     np.testing.assert_allclose(got, _reference_means(bert, sequences), atol=2e-5)
-    assert (sum(lengths) > BLOCK_MASK_TOKENS) == (lengths == [60] * 12)
+    assert uses_block_mask(lengths) == (lengths == [3, 9, 1, 12])
 
 
 def test_packed_refuses_sequences_it_cannot_position() -> None:

@@ -42,6 +42,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "context": st.integers(-2, 15),
     "highlight": st.booleans(),
     "group_by": st.sampled_from(["article", "passage"]) | st.none(),
+    "diversity": st.floats(-0.5, 1.5) | st.just(float("nan")),
 }
 SHAPED = st.fixed_dictionaries(
     {"query": PLAUSIBLE["query"]},
@@ -89,6 +90,7 @@ def check_accepted(request: SearchRequest) -> None:
     assert 1 <= q.k <= SETTINGS.max_k and 0 <= q.offset <= MAX_OFFSET and 0 <= q.context <= MAX_CONTEXT
     assert q.mode is None or q.mode in MODES
     assert q.group_by in (None, "article")
+    assert 0 <= q.diversity <= 1
     for day in (q.published_after, q.published_before):
         assert not day or (len(day) == 10 and date.fromisoformat(day).isoformat() == day)
 

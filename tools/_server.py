@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +46,11 @@ def running_server(
     wait: float = 300,
     log_path: Path | None = None,
     port: int | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[Served]:
     """Serve `index` on 127.0.0.1 until the block ends; yields once /health answers. The output goes to a file
     (`log_path`, else a temp file), not a pipe: nobody reads it while the block runs, and a full pipe would block
-    the server."""
+    the server. `args` go to `search serve` (e.g. `--replicas 2`)."""
     port = port or free_port()
     env = {**os.environ, "SEARCH_INDEX_DIR": str(index), **(extra_env or {})}
     if log_path is None:
@@ -57,7 +58,7 @@ def running_server(
             log_path = Path(tmp.name)
     url = f"http://127.0.0.1:{port}"
     with log_path.open("w") as log:
-        command = [sys.executable, "-m", "search", "serve", "--port", str(port)]
+        command = [sys.executable, "-m", "search", "serve", "--port", str(port), *args]
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         try:
             deadline = time.monotonic() + wait

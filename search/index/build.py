@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,18 +130,31 @@ def split_articles(
     return passages, debris
 
 
+# Passage vectors for texts, computed elsewhere than the driver's embedder (on Ray: search/index/distributed.py).
+PassageEncoder = Callable[[Sequence[str]], np.ndarray]
+
+
 def embed_with_cache(
-    texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache, progress: bool
+    texts: Sequence[str],
+    embedder: Embedder,
+    cache: EmbeddingCache,
+    progress: bool,
+    encode: PassageEncoder | None = None,
+    counted: int | None = None,
 ) -> tuple[np.ndarray, int, int]:
-    """Vectors for `texts`, embedding only those the cache lacks; returns (vectors, embedded, reused)."""
+    """Vectors for `texts`, embedding (by `embedder`, or `encode` when given) only those the cache lacks; returns
+    (vectors, embedded, reused), counting the first `counted` texts (all by default)."""
     cached = cache.get_many(texts)
     missing = list(dict.fromkeys(t for t in texts if text_key(t) not in cached))
     if missing:
-        fresh = embedder.encode(missing, query=False, progress=progress)
+        fresh = encode(missing) if encode is not None else embedder.encode(missing, query=False, progress=progress)
         cache.put_many(missing, fresh)
         cached.update({text_key(t): v for t, v in zip(missing, fresh, strict=True)})
     vectors = np.stack([cached[text_key(t)] for t in texts]) if texts else np.zeros((0, embedder.dimension))
-    return vectors.astype(np.float32), len(missing), len(texts) - len(missing)
+    counted = len(texts) if counted is None else counted
+    fresh_texts = set(missing)
+    embedded = len({t for t in texts[:counted] if t in fresh_texts})
+    return vectors.astype(np.float32), embedded, counted - embedded
 
 
 def build_index(
@@ -160,6 +173,7 @@ def build_index(
     html_reader: HtmlReader = "main",
     zh_tokenizer: ZhTokenizer = "jieba",
     vector_index: VectorIndexOptions | None = None,
+    encode: PassageEncoder | None = None,
 ) -> BuildSummary:
     """Index the articles under `paths` into a new build and publish it; the old one stays until then."""
     summary = BuildSummary(index_dir=str(index_dir))
@@ -175,7 +189,7 @@ def build_index(
     return build_from_articles(
         report.articles, index_dir, embedder, detector, summary, start,
         centering=centering, centering_min_passages=centering_min_passages, bank=bank, progress=progress,
-        embedding_cache=embedding_cache, zh_tokenizer=zh_tokenizer, vector_index=vector_index,
+        embedding_cache=embedding_cache, zh_tokenizer=zh_tokenizer, vector_index=vector_index, encode=encode,
     )  # fmt: skip
 
 
@@ -194,8 +208,10 @@ def build_from_articles(
     embedding_cache: Path | None = None,
     zh_tokenizer: ZhTokenizer = "jieba",
     vector_index: VectorIndexOptions | None = None,
+    encode: PassageEncoder | None = None,
 ) -> BuildSummary:
-    """Chunk, identify, embed (through the cache), center, write and publish `articles` as a new build."""
+    """Chunk, identify, embed (through the cache; by `encode` when given), center, write and publish `articles` as
+    a new build."""
     summary = summary or BuildSummary(index_dir=str(index_dir))
     start = time.perf_counter() if start is None else start
     summary.precision, summary.precision_note = precision_of(embedder)
@@ -206,11 +222,12 @@ def build_from_articles(
     cache = EmbeddingCache(cache_path, embedder.fingerprint, embedder.dimension)
     try:
         with stage(summary.stages, "embed"):
-            raw, summary.embedded, summary.reused = embed_with_cache(
-                [p.text for p in passages], embedder, cache, progress
+            # One call for passages and debris (each call on Ray starts its actors and loads the model anew); the
+            # debris is not counted as embedded or reused: those count passages.
+            vectors, summary.embedded, summary.reused = embed_with_cache(
+                [p.text for p in passages] + [d.text for d in debris], embedder, cache, progress, encode, len(passages)
             )
-            # Not counted as embedded or reused: those count passages.
-            debris_raw = embed_with_cache([d.text for d in debris], embedder, cache, progress=False)[0]
+            raw, debris_raw = vectors[: len(passages)], vectors[len(passages) :]
     finally:
         cache.close()
 
@@ -218,7 +235,15 @@ def build_from_articles(
         langs = [p.lang for p in passages]
         bank = bank or MeanBank()
         extra = (debris_raw, [d.lang for d in debris]) if debris else None
-        means = Centering.fit(raw, langs, centering_min_passages, enabled=centering, bank=bank.means, extra=extra)
+        means = Centering.fit(
+            raw,
+            langs,
+            centering_min_passages,
+            enabled=centering,
+            bank=bank.means,
+            extra=extra,
+            query_offsets=bank.query_offsets(),
+        )
     # Recomputed over the whole build every time (every write is a full build): a group stays right whatever an
     # upsert or delete changed, at the cost of one kNN per language over the build's vectors.
     with stage(summary.stages, "translations"):

@@ -12,6 +12,12 @@ the model's mean bank (`search.index.meanbank`) as an offset from the index's ow
 Means are estimated over the corpus's text as written, while the passages are what retrieval ranks: a debris
 paragraph the chunker joined into a passage (a byline, a caption) is still a sample of its language's mean, so
 joining debris changes rankings only through the passages, not through where a language's text is thought to sit.
+
+Query-side means (opt-in per search service, `query_means`): e5 encodes queries with their own prompt, and a
+language's queries sit apart from its passages. When the mean bank holds query means, the build stores each
+language's query offset (bank query mean minus bank passage mean), and a query is then centered with its
+language's passage mean moved by that offset: the index's topic stays, the query's "query-ness" in its language
+goes. An index built without them centers queries with passage means, as before.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class Centering:
     enabled: bool = True
     borrowed: dict[str, np.ndarray] = field(default_factory=dict)
     extra_samples: dict[str, int] = field(default_factory=dict)
+    query_offsets: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def fit(
@@ -50,16 +57,19 @@ class Centering:
         enabled: bool = True,
         bank: Mapping[str, np.ndarray] | None = None,
         extra: tuple[np.ndarray, Sequence[str]] | None = None,
+        query_offsets: Mapping[str, np.ndarray] | None = None,
     ) -> Centering:
         """Means of `vectors` (the passages) by `langs`; `extra` vectors and their languages (paragraphs as written
-        that are not passages of their own) count as samples of the means too, and toward `min_passages`."""
+        that are not passages of their own) count as samples of the means too, and toward `min_passages`;
+        `query_offsets` (from the mean bank) are kept for query-side centering."""
+        offsets = {k: np.asarray(v, dtype=np.float32) for k, v in (query_offsets or {}).items()}
         extra_samples = dict(Counter(extra[1])) if extra is not None else {}
         if extra is not None and len(extra[0]):
             vectors = np.concatenate([vectors, np.asarray(extra[0], dtype=vectors.dtype)])
             langs = [*langs, *extra[1]]
         dim = vectors.shape[1] if vectors.ndim == 2 else 0
         if len(vectors) == 0:
-            return cls(np.zeros(dim, dtype=np.float32), {}, enabled)
+            return cls(np.zeros(dim, dtype=np.float32), {}, enabled, query_offsets=offsets)
         lang_arr = np.asarray(langs)
         counts = Counter(langs)
         means = {
@@ -68,7 +78,8 @@ class Centering:
             if n >= min_passages
         }
         global_mean = vectors.mean(axis=0).astype(np.float32)
-        return cls(global_mean, means, enabled, _borrow(global_mean, counts, means, bank or {}), extra_samples)
+        borrowed = _borrow(global_mean, counts, means, bank or {})
+        return cls(global_mean, means, enabled, borrowed, extra_samples, offsets)
 
     def mean_for(self, lang: str) -> np.ndarray:
         mean = self.means.get(lang)
@@ -82,20 +93,29 @@ class Centering:
         shift = np.stack([self.mean_for(lang) for lang in langs])
         return normalize_rows(vectors - shift)
 
-    def query(self, vector: np.ndarray, confidences: Mapping[str, float]) -> np.ndarray:
+    def query_mean_for(self, lang: str) -> np.ndarray:
+        """Where `lang`'s queries sit: its passage mean moved by the bank's query offset, if there is one."""
+        offset = self.query_offsets.get(lang)
+        mean = self.mean_for(lang)
+        return mean if offset is None else mean + offset
+
+    def query(self, vector: np.ndarray, confidences: Mapping[str, float], query_means: bool = False) -> np.ndarray:
+        """The query centered with its language's passage mean, or with its query mean when `query_means`."""
         if not self.enabled:
             return vector
         total = sum(confidences.values())
+        mean_of = self.query_mean_for if query_means else self.mean_for
         if total <= 0:
             mean = self.global_mean
         else:
-            mean = np.sum([(w / total) * self.mean_for(lang) for lang, w in confidences.items()], axis=0)
+            mean = np.sum([(w / total) * mean_of(lang) for lang, w in confidences.items()], axis=0)
         return normalize_rows(vector - mean)
 
     def save(self, path: Path) -> None:
         arrays = {f"lang_{k}": v for k, v in self.means.items()}
         arrays |= {f"bank_{k}": v for k, v in self.borrowed.items()}
         arrays |= {f"extra_{k}": np.array(n) for k, n in self.extra_samples.items()}
+        arrays |= {f"qoff_{k}": v for k, v in self.query_offsets.items()}
         np.savez(path, global_mean=self.global_mean, enabled=np.array(self.enabled), **arrays)  # type: ignore[arg-type]
 
     @classmethod
@@ -104,7 +124,8 @@ class Centering:
             means = {k[5:]: data[k] for k in data.files if k.startswith("lang_")}
             borrowed = {k[5:]: data[k] for k in data.files if k.startswith("bank_")}
             extra = {k[6:]: int(data[k]) for k in data.files if k.startswith("extra_")}
-            return cls(data["global_mean"], means, bool(data["enabled"]), borrowed, extra)
+            offsets = {k[5:]: data[k] for k in data.files if k.startswith("qoff_")}
+            return cls(data["global_mean"], means, bool(data["enabled"]), borrowed, extra, offsets)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -112,6 +133,7 @@ class Centering:
             "languages": sorted(self.means),
             "bank_languages": sorted(self.borrowed),
             "extra_samples": dict(sorted(self.extra_samples.items())),
+            "query_mean_languages": sorted(self.query_offsets),
         }
 
 

@@ -75,6 +75,9 @@ class VectorIndexOptions:
     flat_max: int | None = None  # None: config.FLAT_MAX
     memory_budget_mb: float | None = None
     target_recall: float = 0.95
+    # With Ray: how an ivf_pq_sq8 index of at least `parallel_add_min` vectors is filled (search/index/distributed.py)
+    parallel_add: vi.Adder | None = None
+    parallel_add_min: int = 0
 
 
 def _row_in(n: int) -> str:
@@ -166,6 +169,7 @@ def _write_files(
     built = vi.build_vector_index(
         vectors, np.arange(len(passages), dtype=np.int64), plan, target_recall=options.target_recall,
         xq_tune=None if tuning is None else tuning.vectors, tuned_on=None if tuning is None else tuning.source,
+        add=options.parallel_add if len(passages) >= options.parallel_add_min else None,
     )  # fmt: skip
     del vectors
     faiss.write_index(built.index, str(folder / "vectors.faiss"))

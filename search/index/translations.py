@@ -95,6 +95,77 @@ def _ivf(xb: np.ndarray) -> Any:
     return index
 
 
+@dataclass
+class LangTable:
+    """One language's side of the kNN: its rows in the selection, its searchable vectors, and how many neighbours to
+    ask for (k plus the slack that excluded ones may take)."""
+
+    li: int
+    rows: np.ndarray
+    kk: int
+    xb: np.ndarray | None  # the language's vectors, searched exactly; None when `index` is given
+    index: Any = None  # an IVF index of them (approximate), or None
+
+
+def lang_tables(
+    x: np.ndarray, lang: np.ndarray, n_langs: int, group: np.ndarray, k: int, exclude_group: bool, approximate: bool
+) -> tuple[list[LangTable], float | None]:
+    """The per-language tables the query blocks are searched against, and (approximate) their measured recall@k
+    against exact search on a seeded sample of queries."""
+    n = len(x)
+    tables = []
+    found = hit = 0
+    for li in range(n_langs):
+        rows = np.flatnonzero(lang == li)
+        if len(rows) == 0:
+            continue
+        contiguous = rows[-1] - rows[0] + 1 == len(rows)
+        xb = x[rows[0] : rows[-1] + 1] if contiguous else x[rows]
+        slack = 1 + (min(int(np.bincount(group[rows]).max()), _MAX_SLACK) if exclude_group else 0)
+        index: Any = _ivf(xb) if approximate and len(rows) > 1000 else None
+        if index is not None:  # recall@k of this language's index on a random sample of queries
+            sample = x[np.random.default_rng(li).choice(n, min(n, _RECALL_SAMPLES), replace=False)]
+            approx, exact = index.search(sample, k)[1], exact_knn(sample, xb, k)[1]
+            hit += sum(len(np.intersect1d(a[a >= 0], e)) for a, e in zip(approx, exact, strict=True))
+            found += int((exact >= 0).sum())
+        tables.append(LangTable(li, rows, min(k + slack, len(rows)), None if index is not None else xb, index))
+    return tables, (hit / found if found else None)
+
+
+def knn_block(
+    x: np.ndarray,
+    group: np.ndarray,
+    tables: Sequence[LangTable],
+    n_langs: int,
+    k: int,
+    start: int,
+    stop: int,
+    exclude_group: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (ids, scores) rows of `Neighbours` for the query rows start..stop: the unit of work that a report splits,
+    locally or over Ray workers (search/reports/distributed.py)."""
+    xq = x[start:stop]
+    ids = np.full((len(xq), n_langs, k), -1, dtype=np.int64)
+    scores = np.full((len(xq), n_langs, k), -np.inf, dtype=np.float32)
+    me = np.arange(start, stop)[:, None]
+    for t in tables:
+        if t.index is not None:
+            d, i = t.index.search(xq, t.kk)
+        else:
+            assert t.xb is not None
+            d, i = exact_knn(xq, t.xb, t.kk)
+        glob = np.where(i >= 0, t.rows[np.maximum(i, 0)], -1)
+        bad = (glob < 0) | (glob == me)
+        if exclude_group:
+            bad |= group[np.maximum(glob, 0)] == group[me]
+        order = np.argsort(bad, axis=1, kind="stable")[:, :k]
+        keep = ~np.take_along_axis(bad, order, 1)
+        width = order.shape[1]
+        ids[:, t.li, :width] = np.where(keep, np.take_along_axis(glob, order, 1), -1)
+        scores[:, t.li, :width] = np.where(keep, np.take_along_axis(d, order, 1), -np.inf)
+    return ids, scores
+
+
 def knn_by_lang(
     x: np.ndarray,
     lang: np.ndarray,
@@ -108,38 +179,14 @@ def knn_by_lang(
 ) -> Neighbours:
     """k nearest neighbours of every row among each language's rows, never itself nor (if asked) its own group."""
     n = len(x)
+    tables, recall = lang_tables(x, lang, n_langs, group, k, exclude_group, approximate)
     ids = np.full((n, n_langs, k), -1, dtype=np.int64)
     scores = np.full((n, n_langs, k), -np.inf, dtype=np.float32)
-    found = hit = 0
-    for li in range(n_langs):
-        rows = np.flatnonzero(lang == li)
-        if len(rows) == 0:
-            continue
-        contiguous = rows[-1] - rows[0] + 1 == len(rows)
-        xb = x[rows[0] : rows[-1] + 1] if contiguous else x[rows]
-        slack = 1 + (min(int(np.bincount(group[rows]).max()), _MAX_SLACK) if exclude_group else 0)
-        kk = min(k + slack, len(rows))
-        index: Any = _ivf(xb) if approximate and len(rows) > 1000 else None
-        if index is not None:  # recall@k of this language's index on a random sample of queries
-            sample = x[np.random.default_rng(li).choice(n, min(n, _RECALL_SAMPLES), replace=False)]
-            approx, exact = index.search(sample, k)[1], exact_knn(sample, xb, k)[1]
-            hit += sum(len(np.intersect1d(a[a >= 0], e)) for a, e in zip(approx, exact, strict=True))
-            found += int((exact >= 0).sum())
-        for start in range(0, n, batch):
-            xq = x[start : start + batch]
-            d, i = index.search(xq, kk) if index is not None else exact_knn(xq, xb, kk)
-            glob = np.where(i >= 0, rows[np.maximum(i, 0)], -1)
-            me = np.arange(start, start + len(xq))[:, None]
-            bad = (glob < 0) | (glob == me)
-            if exclude_group:
-                bad |= group[np.maximum(glob, 0)] == group[me]
-            order = np.argsort(bad, axis=1, kind="stable")[:, :k]
-            keep = ~np.take_along_axis(bad, order, 1)
-            width = order.shape[1]
-            ids[start : start + len(xq), li, :width] = np.where(keep, np.take_along_axis(glob, order, 1), -1)
-            scores[start : start + len(xq), li, :width] = np.where(keep, np.take_along_axis(d, order, 1), -np.inf)
-            progress("knn", li * n + start + len(xq), n_langs * n)
-    return Neighbours(ids, scores, hit / found if found else None)
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        ids[start:stop], scores[start:stop] = knn_block(x, group, tables, n_langs, k, start, stop, exclude_group)
+        progress("knn", stop, n)
+    return Neighbours(ids, scores, recall)
 
 
 def margins(nb: Neighbours, lang: np.ndarray, margin_k: int = MARGIN_K) -> tuple[np.ndarray, np.ndarray]:

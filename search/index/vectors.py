@@ -22,7 +22,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,12 @@ _TYPES = {
     "hnsw_sq8": "IndexIDMap2(IndexHNSWSQ(QT_8bit))",
     "ivf_pq_sq8": "IndexIDMap2(IndexRefine(IndexIVFPQFastScan, IndexScalarQuantizer(QT_8bit)))",
 }
+
+
+# Fills a trained, empty IndexIDMap2 with xb[rows] under ids[rows] (in that order) and returns the filled index: how a
+# build hands the adds of a large ivf_pq_sq8 index to workers (search/index/distributed.py), given (index, xb, ids,
+# rows).
+Adder = Callable[[faiss.Index, np.ndarray, np.ndarray, np.ndarray], faiss.Index]
 
 
 @dataclass(frozen=True)
@@ -224,8 +230,13 @@ def build_vector_index(
     seed: int = 0,
     xq_tune: np.ndarray | None = None,
     tuned_on: str | None = None,
+    add: Adder | None = None,
 ) -> BuiltIndex:
     """Build, train and tune an index of `xb` (float32 or a float16 memmap) under `ids`.
+
+    An ivf_pq_sq8 index is trained here and, given `add`, filled by it (in shards on workers, then merged: the
+    same lists, codes and ids as a single process fills, so the same results); other kinds ignore `add`: an HNSW
+    graph links each vector to those added before it, so shards built apart cannot be merged into one graph.
 
     The tuning queries are `xq_tune` (described by `tuned_on` in the manifest), or else up to TUNE_QUERIES seeded
     rows of `xb` held out: they are added only after tuning, so they are measured as unseen queries (a stored row
@@ -242,14 +253,17 @@ def build_vector_index(
         size = min(n, 50 * int(params["nlist"]) if plan.kind == "ivf_pq_sq8" else _BLOCK)
         sample = np.sort(rng.choice(n, size=size, replace=False))
         inner.train(np.ascontiguousarray(xb[sample], dtype=np.float32))
-    index = faiss.IndexIDMap2(inner)
+    index: faiss.Index = faiss.IndexIDMap2(inner)
     tune = plan.kind != "flat" and n > 0
     held = np.zeros(n, dtype=bool)
     if tune and xq_tune is None:
         held[rng.choice(n, size=min(TUNE_QUERIES, n // 10), replace=False)] = True
-    for first, block in _blocks(xb):
-        keep = ~held[first : first + len(block)]
-        index.add_with_ids(np.ascontiguousarray(block[keep]), ids[first : first + len(block)][keep])
+    if add is not None and plan.kind == "ivf_pq_sq8":
+        index = add(index, xb, ids, np.flatnonzero(~held))
+    else:
+        for first, block in _blocks(xb):
+            keep = ~held[first : first + len(block)]
+            index.add_with_ids(np.ascontiguousarray(block[keep]), ids[first : first + len(block)][keep])
     recall: float | None = 1.0
     nq = 0
     if tune:
@@ -270,6 +284,29 @@ def build_vector_index(
         source = "passages held out of the index"
     seconds = time.perf_counter() - start
     return BuiltIndex(index, plan.kind, params, recall, seconds, size / max(n, 1), target, nq, source)
+
+
+def merge_ivf_shards(shards: list[faiss.Index]) -> faiss.Index:
+    """One ivf_pq_sq8 index holding the shards' vectors in shard order; the shards share one trained template.
+
+    FAISS merges IVF lists (`merge_from`, as autofaiss merges its shards) and flat codes, but not an
+    `IndexRefine` nor the id map above it: those are joined here. The base index's ids are positions into the
+    refine codes, so each shard's are shifted by the vectors before it.
+    """
+    merged: Any = shards[0]
+    refine: Any = faiss.downcast_index(merged.index)
+    base: Any = faiss.extract_index_ivf(refine.base_index)
+    id_maps = [faiss.vector_to_array(merged.id_map)]
+    for shard in shards[1:]:
+        other: Any = faiss.downcast_index(shard.index)  # type: ignore[attr-defined]
+        base.merge_from(faiss.extract_index_ivf(other.base_index), refine.ntotal)
+        faiss.downcast_index(refine.refine_index).merge_from(faiss.downcast_index(other.refine_index), 0)
+        refine.ntotal += other.ntotal
+        id_maps.append(faiss.vector_to_array(shard.id_map))  # type: ignore[attr-defined]
+    faiss.copy_array_to_vector(np.concatenate(id_maps).astype(np.int64), merged.id_map)
+    merged.ntotal = refine.ntotal
+    merged.construct_rev_map()
+    return merged
 
 
 def _tune(

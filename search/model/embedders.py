@@ -151,6 +151,7 @@ class SentenceTransformerEmbedder:
         *,
         packed: bool = True,
         precision: Precision = "fp32",
+        device: str = "cpu",
     ) -> None:
         limit_threads(threads, interop_threads)  # first: it must run before torch is imported
         from sentence_transformers import SentenceTransformer
@@ -158,7 +159,7 @@ class SentenceTransformerEmbedder:
         where = resolve_model(model, cache_dir)
         try:
             with no_progress_bars():
-                self._model: Any = SentenceTransformer(str(where), device="cpu")
+                self._model: Any = SentenceTransformer(str(where), device=device)
         except (OSError, ValueError) as exc:
             hint = (
                 f"the original needs the Hugging Face hub; {DEFAULT_MODEL!r} is its copy restored offline"
@@ -177,7 +178,9 @@ class SentenceTransformerEmbedder:
         self.query_prompt = prompts.get("query", "")
         self.passage_prompt = prompts.get("passage", prompts.get("document", ""))
         self._tokenizer = self._model.tokenizer
-        self._packed = self._load_packed() if packed else None
+        # The packed pass builds its tensors on the CPU: on another device (a Ray actor's GPU) the model runs
+        # through sentence-transformers, which moves each batch there.
+        self._packed = self._load_packed() if packed and device == "cpu" else None
         self.precision_choice = self._apply_precision(precision)
         self.precision: Precision = self.precision_choice.effective
         # fp32 keeps the model's own fingerprint (indexes built before profiles existed stay valid); a profile's
@@ -309,17 +312,18 @@ class SentenceTransformerEmbedder:
         def window_means(windows: list[list[int]]) -> np.ndarray:
             rows = []
             for window in windows:  # one at a time: no padding, so a plain mean is the masked mean
-                input_ids = torch.tensor([self._with_special(window)])
+                input_ids = torch.tensor([self._with_special(window)], device=bert.device)
                 with torch.inference_mode():
                     hidden = bert(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
-                rows.append(hidden[0].mean(dim=0).numpy())
+                rows.append(hidden[0].mean(dim=0).cpu().numpy())
             return np.stack(rows)
 
         return windowed_mean(content, self.max_tokens - 2, window_means)
 
 
-def embedder_for(settings: Settings) -> Embedder:
-    """The embedder the settings describe: every caller (service, CLI, benchmarks) builds it the same way."""
+def embedder_for(settings: Settings, device: str = "cpu") -> Embedder:
+    """The embedder the settings describe: every caller (service, CLI, benchmarks, Ray actors) builds it the same
+    way; `device` other than cpu (a Ray actor's GPU, "cuda") applies to the torch backend."""
     s = settings
     return make_embedder(
         s.model,
@@ -330,6 +334,7 @@ def embedder_for(settings: Settings) -> Embedder:
         interop_threads=s.interop_threads,
         packed=s.packed_forward,
         precision=s.precision,
+        device=device,
     )
 
 
@@ -343,12 +348,14 @@ def make_embedder(
     *,
     packed: bool = True,
     precision: Precision = "fp32",
+    device: str = "cpu",
 ) -> Embedder:
     """The embedder for `backend`: the torch model as restored, or the same weights run by ONNX Runtime."""
     if backend == "torch":
         return SentenceTransformerEmbedder(
-            model, cache_dir, threads, batch_size, interop_threads=interop_threads, packed=packed, precision=precision
-        )
+            model, cache_dir, threads, batch_size, interop_threads=interop_threads, packed=packed,
+            precision=precision, device=device,
+        )  # fmt: skip
     if precision != "fp32":
         log.warning("SEARCH_PRECISION=%s applies to the torch backend only; %s runs as exported", precision, backend)
     where = resolve_model(model, cache_dir)

@@ -1,10 +1,13 @@
-"""Turning candidate lists into a ranking: reciprocal rank fusion, translation groups, grouping by article, paging."""
+"""Turning candidate lists into a ranking: reciprocal rank fusion, translation groups, grouping by article,
+diversity, paging."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from search.records import PassageKey, Translations
 
@@ -164,3 +167,34 @@ def with_translations(
                 base = found if found is not None else Candidate(r, c.score, {})
                 out.append(replace(base, score=c.score, translations=tuple(x for x in ordered if x != r)))
     return out
+
+
+def mmr_pool(n: int) -> int:
+    """How many of the best candidates maximal marginal relevance chooses `n` hits from: a few times the page, so
+    diversity reorders the relevant head of the ranking and never reaches down to unrelated passages."""
+    return max(4 * n, 40)
+
+
+def diversify(ranked: Sequence[Candidate], vectors: np.ndarray, diversity: float, n: int) -> list[Candidate]:
+    """The first `n` of `ranked` (best first) re-chosen by maximal marginal relevance (Carbonell and Goldstein,
+    1998): each next hit maximizes (1 - diversity) * relevance - diversity * (its highest cosine with a hit already
+    chosen). Relevance is the candidate's score scaled to 0..1 over `ranked` (so BM25 and fusion scores work as
+    cosine does); `vectors` are the candidates' normalized vectors, row for row. Ties go to the better-ranked
+    candidate, so diversity 0 keeps `ranked`'s order."""
+    if diversity <= 0 or len(ranked) <= 1:
+        return list(ranked[:n])
+    scores = np.array([c.score for c in ranked], dtype=np.float64)
+    span = scores.max() - scores.min()
+    relevance = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+    sims = np.asarray(vectors, dtype=np.float64) @ np.asarray(vectors, dtype=np.float64).T
+    nearest = np.full(len(ranked), -np.inf)  # highest similarity to a chosen hit; none chosen yet
+    free = np.ones(len(ranked), dtype=bool)
+    chosen: list[int] = []
+    for _ in range(min(n, len(ranked))):
+        redundancy = np.where(np.isfinite(nearest), nearest, 0.0)
+        value = np.where(free, (1 - diversity) * relevance - diversity * redundancy, -np.inf)
+        best = int(np.argmax(value))  # argmax takes the first of equals: the better-ranked candidate
+        chosen.append(best)
+        free[best] = False
+        nearest = np.maximum(nearest, sims[best])
+    return [ranked[i] for i in chosen]

@@ -13,9 +13,11 @@ from search.ingest.chunking import split_sentences
 from search.ingest.language import SCRIPTS, LanguageGuess, script_of
 from search.query.ranking import (
     Candidate,
+    diversify,
     fuse_in_language,
     group_by_article,
     head,
+    mmr_pool,
     order,
     single,
     with_translations,
@@ -87,7 +89,7 @@ class Retriever:
         """The page of hits for `q`, ranked by `mode(q)`; `vector` is the query's raw vector."""
         store = self.store
         mode = self.mode(q)
-        xq = store.centering.query(vector, guess.confidences) if vector is not None else None
+        xq = store.centering.query(vector, guess.confidences, self.settings.query_means) if vector is not None else None
         rows = store.rows_matching(q.filters())
         cands = self.candidates(q, mode, guess, xq, rows)
         if q.min_score is not None:
@@ -102,8 +104,11 @@ class Retriever:
             keys = store.keys_at([c.row for c in cands])
             ranked, counts = group_by_article(order(cands, keys), keys)
         else:  # only the page and its ties need ids: most candidates are never read from SQLite
-            top = head(cands, q.offset + q.k)
+            top = head(cands, mmr_pool(q.offset + q.k) if q.diversity else q.offset + q.k)
             ranked = order(top, store.keys_at([c.row for c in top]))
+        if q.diversity:  # over whole pages from the top, so page 2 continues page 1's choices
+            pool = ranked[: mmr_pool(q.offset + q.k)]
+            ranked = diversify(pool, store.vectors_at([c.row for c in pool]), q.diversity, q.offset + q.k)
         page = ranked[q.offset : q.offset + q.k]
         # text and the rest only for the hits returned (and their translations)
         passages = store.passages_at({r for c in page for r in (c.row, *c.translations)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date
 
 from search.config import Settings
@@ -12,6 +13,8 @@ from search.records import MODES, TRANSLATIONS, SearchQuery
 
 MAX_OFFSET = 10_000
 MAX_CONTEXT = 10
+# Texts per embeddings request: the batch route's cap on searches (search.serve.schemas.BatchRequest).
+MAX_EMBED_INPUTS = 256
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -39,6 +42,8 @@ def validate(q: SearchQuery, settings: Settings) -> None:
         raise BadInput(f"context: {q.context} is outside 0..{MAX_CONTEXT}")
     if q.translations is not None and q.translations not in TRANSLATIONS:
         raise BadInput(f"translations: {q.translations!r} is not one of {', '.join(TRANSLATIONS)}")
+    if not 0 <= q.diversity <= 1:  # also refuses NaN
+        raise BadInput(f"diversity: {q.diversity} is outside 0..1")
     if q.group_by not in (None, "article"):
         raise BadInput(f"group_by: {q.group_by!r}; the only grouping is 'article'")
     # Date bounds are days, compared as text with the day part of `published` (search/index/store.py), so any
@@ -51,3 +56,18 @@ def validate(q: SearchQuery, settings: Settings) -> None:
                 date.fromisoformat(value)
             except ValueError:
                 raise BadInput(f"{name}: {value!r} is not a date; give YYYY-MM-DD, e.g. 2025-03-01") from None
+
+
+def validate_texts(texts: Sequence[str], settings: Settings) -> None:
+    """The inputs of an embeddings request: 1..MAX_EMBED_INPUTS texts, none blank or over the query length."""
+    if not 1 <= len(texts) <= MAX_EMBED_INPUTS:
+        raise BadInput(f"input: {len(texts)} texts; give 1..{MAX_EMBED_INPUTS} per request")
+    for i, text in enumerate(texts):
+        check_text(f"input[{i}]", text)
+        if not text.strip():
+            raise BadInput(f"input[{i}]: must not be blank")
+        if len(text) > settings.max_query_chars:
+            raise BadInput(
+                f"input[{i}]: {len(text)} characters; at most {settings.max_query_chars} are allowed "
+                "(SEARCH_MAX_QUERY_CHARS)"
+            )

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -178,8 +178,15 @@ def alignment(
     return out
 
 
-def run_report(store: Store, options: ReportOptions, out_dir: Path, progress: Progress = no_progress) -> ReportSummary:
-    """Compute a report over the index of `store` and write its files into `out_dir`."""
+# The kNN stage: `compute.knn_by_lang`'s signature; `search.reports.distributed.knn_on_ray` runs it on Ray.
+Knn = Callable[..., rp.Neighbours]
+
+
+def run_report(
+    store: Store, options: ReportOptions, out_dir: Path, progress: Progress = no_progress, knn: Knn | None = None
+) -> ReportSummary:
+    """Compute a report over the index of `store` and write its files into `out_dir`; the kNN stage by `knn`
+    (default: here, `compute.knn_by_lang`)."""
     options.validate()
     start, stages = time.perf_counter(), dict[str, float]()
     all_passages = store.all_passages()
@@ -193,7 +200,7 @@ def run_report(store: Store, options: ReportOptions, out_dir: Path, progress: Pr
     with stage(stages, "vectors", progress):
         x = centered_vectors(store, rows)
     with stage(stages, "knn", progress):
-        nb = rp.knn_by_lang(
+        nb = (knn or rp.knn_by_lang)(
             x, lang, len(lang_names), article, options.k, options.batch_size, not within, options.approximate, progress
         )
     with stage(stages, "label", progress):

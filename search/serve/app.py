@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +31,10 @@ from search.serve.schemas import (
     ArticleOut,
     BatchRequest,
     BatchResponse,
+    EmbeddingOut,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbeddingsUsage,
     ErrorOut,
     HealthOut,
     HitOut,
@@ -74,6 +80,13 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": _encodable(message)}})
 
 
+def _encoded(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    """A vector as OpenAI sends it: numbers, or base64 of its little-endian float32 bytes."""
+    if encoding_format == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector]
+
+
 def _encodable(text: str) -> str:
     """`text` with lone surrogates written as \\udXXX escapes, so that the response can be encoded as UTF-8."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -90,8 +103,14 @@ async def _watch(svc: SearchService) -> None:
             log.error("new index not loaded, still serving build %s: %s", svc.store.build_id, exc)
 
 
-def create_app(service: SearchService | None = None, settings: Settings | None = None) -> FastAPI:
-    """The app; the index and the model load once, in the lifespan, unless a ready service is given."""
+def create_app(
+    service: SearchService | None = None, settings: Settings | None = None, replica: str = "local"
+) -> FastAPI:
+    """The app; the index and the model load once, in the lifespan, unless a ready service is given.
+
+    `replica` names the process that answers, in the `X-Search-Replica` header and the `search_replica` metric:
+    a Ray Serve replica's id (search/serve/replicas.py), else "local".
+    """
     settings = service.settings if service is not None else settings or load_settings()
 
     mcp = create_mcp(lambda: app.state.service)
@@ -121,7 +140,7 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
         description="Multilingual semantic search over articles: ranked passages across languages.",
         lifespan=lifespan,
     )
-    guard = install_guards(app, settings)
+    guard = install_guards(app, settings, replica=replica)
 
     @app.exception_handler(SearchError)
     async def on_search_error(request: Request, exc: SearchError) -> JSONResponse:
@@ -159,6 +178,9 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
             Translations | None,
             Query(description="collapse (one hit per translation group), together or off [default: the server's]"),
         ] = None,
+        diversity: Annotated[
+            float, Query(description="0..1: trade relevance for hits unlike those above them (MMR); 0: relevance only")
+        ] = 0.0,
     ) -> SearchResponse:
         metadata = {}
         for item in meta or []:
@@ -181,6 +203,7 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
             highlight=highlight,
             group_by=group_by,
             translations=translations,
+            diversity=diversity,
         )
         return SearchResponse.of(svc.search(query))
 
@@ -193,6 +216,16 @@ def create_app(service: SearchService | None = None, settings: Settings | None =
         """Up to 256 searches, each with its own k, filters and mode; the queries are encoded in one model call."""
         results = svc.search_many([r.to_query() for r in body.queries])
         return BatchResponse(results=[SearchResponse.of(r) for r in results])
+
+    @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=_ERRORS, summary="Embed texts (OpenAI)")
+    def embeddings(svc: ServiceDep, body: EmbeddingsRequest) -> EmbeddingsResponse:
+        """The model's vectors in OpenAI's shape, for the `openai` client, LangChain and LlamaIndex; the same API
+        keys (read scope), body limit and error shape as search."""
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        vectors, tokens = svc.embed(texts, query=body.input_type == "query", dimensions=body.dimensions)
+        data = [EmbeddingOut(index=i, embedding=_encoded(v, body.encoding_format)) for i, v in enumerate(vectors)]
+        usage = EmbeddingsUsage(prompt_tokens=tokens, total_tokens=tokens)
+        return EmbeddingsResponse(data=data, model=svc.settings.model, usage=usage)
 
     @app.get("/passages/{passage_id}/similar", response_model=SimilarPassagesOut, responses=_ERRORS)
     def similar_passages(

@@ -3,7 +3,8 @@
 `install_guards(app, settings)` wraps the app in one pure ASGI middleware (no BaseHTTPMiddleware: responses
 stream through untouched) and serves `/metrics`. In order, for each HTTP request:
 
-1. a request id (`X-Request-ID` if sane, else a new one), echoed on the response;
+1. a request id (`X-Request-ID` if sane, else a new one), echoed on the response, with the name of the replica
+   that answered (`X-Search-Replica`: a Ray Serve replica's id, or "local");
 2. a path with a `..` segment or a NUL is refused (400);
 3. API keys, when configured: `Authorization: Bearer <key>` (401 without a valid key, 403 for a read key on a
    write or admin route); `/health` and CORS preflights are open;
@@ -52,7 +53,7 @@ OPEN_PATHS = frozenset({"/health"})
 UNLIMITED_PATHS = frozenset({"/health", "/metrics"})
 ADMIN_PREFIXES = ("/admin",)
 # POST routes that only read; any other POST (reports, future writes) needs the admin scope.
-READ_POSTS = ("/search", "/mcp")
+READ_POSTS = ("/search", "/mcp", "/v1/embeddings")
 WRITE_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
 MIN_KEY_CHARS = 16
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -162,10 +163,13 @@ def _is_loopback(host: str) -> bool:
     return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-def install_guards(app: FastAPI, settings: GuardSettings, metrics: Metrics | None = None) -> Guard:
+def install_guards(
+    app: FastAPI, settings: GuardSettings, metrics: Metrics | None = None, replica: str = "local"
+) -> Guard:
     """Wrap `app` in the guards (and CORS, when origins are configured) and serve `/metrics` (read scope)."""
-    metrics = metrics or Metrics()
-    guard = Guard(settings, ApiKeys.load(settings.api_keys.get_secret_value(), settings.api_key_file), metrics, app)
+    metrics = metrics or Metrics(replica)
+    keys = ApiKeys.load(settings.api_keys.get_secret_value(), settings.api_key_file)
+    guard = Guard(settings, keys, metrics, app, replica)
     app.state.guard = guard
     app.add_api_route("/metrics", metrics_endpoint(metrics), methods=["GET"], include_in_schema=False)
     app.add_middleware(GuardMiddleware, guard=guard)
@@ -175,7 +179,7 @@ def install_guards(app: FastAPI, settings: GuardSettings, metrics: Metrics | Non
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["authorization", "content-type", "x-request-id"],
-            expose_headers=["x-request-id", "retry-after"],
+            expose_headers=["x-request-id", "x-search-replica", "retry-after"],
         )
     return guard
 
@@ -183,7 +187,10 @@ def install_guards(app: FastAPI, settings: GuardSettings, metrics: Metrics | Non
 class Guard:
     """The state the middleware shares across requests: settings, keys, metrics and the in-flight count."""
 
-    def __init__(self, settings: GuardSettings, keys: ApiKeys, metrics: Metrics, app: FastAPI) -> None:
+    def __init__(
+        self, settings: GuardSettings, keys: ApiKeys, metrics: Metrics, app: FastAPI, replica: str = "local"
+    ) -> None:
+        self.replica = replica
         self.max_body_bytes = settings.max_body_bytes
         self.max_concurrency = settings.max_concurrency
         self.timeout = settings.request_timeout
@@ -225,7 +232,9 @@ class GuardMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 outcome.status = message["status"]
-                MutableHeaders(scope=message)["x-request-id"] = request_id
+                answer = MutableHeaders(scope=message)
+                answer["x-request-id"] = request_id
+                answer["x-search-replica"] = self.guard.replica
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 outcome.seconds = time.perf_counter() - start
             await send(message)

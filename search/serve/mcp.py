@@ -32,10 +32,11 @@ def create_mcp(get_service: Callable[[], SearchService]) -> MCPServer:
     @server.tool(
         description="Search the articles for passages that answer a question, in any language. Returns ranked "
         "passages with passage_id, article_id, title, paragraph, page (PDFs), language, score and text; context=N "
-        "adds the N paragraphs around each hit; lang restricts passage languages (ISO 639-1 codes such as en, zh, ru). "
-        "translations=collapse (the server's default unless set) returns a passage and its translations in the "
-        "corpus as one hit, in the question's language where one exists, the others listed under translations; "
-        "together returns each translation as a hit, next to each other; off ignores them."
+        "adds the N paragraphs around each hit; lang restricts passage languages (ISO 639-1 codes such as en, zh, ru); "
+        "diversity (0..1, e.g. 0.5) keeps near-duplicates and translations of one passage from filling the k slots. "
+        "translations=collapse returns a passage and its translations in the corpus as one hit, in the question's "
+        "language where one exists, the others listed under translations; together returns each translation as a "
+        "hit, next to each other; off (the server's default unless set otherwise) ignores them."
     )
     def search_passages(
         query: str,
@@ -44,9 +45,17 @@ def create_mcp(get_service: Callable[[], SearchService]) -> MCPServer:
         mode: Mode | None = None,
         context: int = 0,
         translations: Translations | None = None,
+        diversity: float = 0.0,
     ) -> dict[str, Any]:
         q = SearchQuery(
-            query, k=k, langs=lang or (), mode=mode, context=context, highlight=True, translations=translations
+            query,
+            k=k,
+            langs=lang or (),
+            mode=mode,
+            context=context,
+            highlight=True,
+            translations=translations,
+            diversity=diversity,
         )
         return run(lambda svc: svc.search(q).as_dict())
 

@@ -1,4 +1,8 @@
-"""Prometheus metrics of one app: requests and latency per route, model encode time, the served index."""
+"""Prometheus metrics of one app: requests and latency per route, model encode time, the served index.
+
+One app is one process: with Ray Serve replicas (search/serve/replicas.py), each replica counts its own requests,
+and a scrape of `/metrics` is answered by one of them, named in `search_replica` (and the X-Search-Replica header).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ class _HasHealth(Protocol):
 class Metrics:
     """The app's metrics, in a registry of its own: two apps in one process (as in tests) never share counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, replica: str = "local") -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -39,6 +43,7 @@ class Metrics:
         self.encoded = Counter("search_encoded_texts", "texts sent to the model, by kind", ["kind"], registry=r)
         self.index_size = Gauge("search_index_passages", "passages in the served index", registry=r)
         self.build = Info("search_index_build", "the served index build", registry=r)
+        Info("search_replica", "the process that answered this scrape", registry=r).info({"replica": replica})
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -94,6 +94,11 @@ class SearchRequest(BaseModel):
         description="collapse: one hit per translation group (in the query's language if it has one), its other "
         "languages listed; together: every member, next to each other; off: groups unused [default: the server's]",
     )
+    diversity: float = Field(
+        0.0,
+        description="0..1: 0 ranks by relevance alone; higher trades relevance for hits unlike those above them "
+        "(maximal marginal relevance), so near-duplicates and translations do not fill the k slots",
+    )
 
     def to_query(self) -> SearchQuery:
         return SearchQuery(
@@ -111,6 +116,7 @@ class SearchRequest(BaseModel):
             highlight=self.highlight,
             group_by=self.group_by,
             translations=self.translations,
+            diversity=self.diversity,
         )
 
 
@@ -227,6 +233,46 @@ class WriteOut(BaseModel):
 class ReloadOut(BaseModel):
     reloaded: bool
     build_id: str
+
+
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's embeddings request (`openai.embeddings.create`, LangChain's OpenAIEmbeddings, LlamaIndex's
+    OpenAIEmbedding), plus `input_type`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"input": ["普京如何看待俄美关系?"], "input_type": "query"}]},
+    )
+    input: str | list[str] = Field(description="a text or a list of 1..256 texts (token arrays are not accepted)")
+    model: str | None = Field(None, description="accepted and ignored: the server embeds with its one model")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: lists of numbers; base64: each vector's little-endian float32 bytes"
+    )
+    input_type: Literal["query", "passage"] = Field(
+        "query",
+        description="the e5 prompt: query ('query: ', what a search encodes; e5's choice for symmetric tasks too) "
+        "or passage ('passage: ', what an index build encodes)",
+    )
+    dimensions: int | None = Field(None, description="accepted only as the model's own dimension (no truncation)")
+    user: str | None = Field(None, description="accepted and ignored")
+
+
+class EmbeddingOut(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int = Field(description="position of the text in `input`")
+    embedding: list[float] | str = Field(description="the normalized model vector (not centered), or its base64")
+
+
+class EmbeddingsUsage(BaseModel):
+    prompt_tokens: int = Field(description="tokens the model read, prompts and special tokens included")
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingOut]
+    model: str = Field(description="the model the server embeds with (SEARCH_MODEL)")
+    usage: EmbeddingsUsage
 
 
 def written(summary: BuildSummary) -> WriteOut:

@@ -13,7 +13,7 @@ import typer
 from tqdm import tqdm
 
 from search.config import Settings, load_settings
-from search.errors import BadInput, SearchError
+from search.errors import BadInput, ClusterUnavailable, SearchError
 from search.index.build import BuildSummary
 from search.records import SearchQuery, Translations
 from search.reports.run import ReportOptions
@@ -203,7 +203,7 @@ def _serve_replicas(settings: Settings) -> None:
     service.store  # noqa: B018 - fail here, with a clear message, rather than in N replicas' logs
     service.close()
     if problem := missing_ray():
-        raise BadInput(problem)
+        raise ClusterUnavailable(problem)
     if settings.writes and settings.watch_seconds <= 0:
         typer.echo("warning: SEARCH_WATCH_SECONDS=0: POST /admin/reload reaches one replica, the others never "
                    "reload; keep the watcher on with --replicas", err=True)  # fmt: skip

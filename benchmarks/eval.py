@@ -3,7 +3,8 @@
 Paragraphs are written as JSONL articles and indexed by `SearchService.build` (the code behind `search index`:
 chunking, language ID, embedding, centering); questions go through `SearchService.search_many` (query language ID,
 query centering, vector search). Each index is built twice, with centering off and on, from one shared embedding
-cache, so every passage is embedded once per run (and never again on a rerun with the same `--out`). When the mean
+cache, so every passage is embedded once per run (and never again on a rerun with the same `--out`, which also
+keeps the questions' vectors in `queries.npz`). When the mean
 bank has query means, each centered index is asked again with `query_means` the other way (same build, another
 service), for the passage-means against query-means comparison; the main tables are the configured way.
 `--limit 120 --every-question` (`make eval-quick`) is the held-out subset for it: the shipped bank's query means
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.eval_report import render
+from benchmarks.eval_translations import render_translations, run_translations
 from benchmarks.ir_metrics import distinct, score
 from benchmarks.machine import load_average, machine_info
 from benchmarks.xquad import EVAL_LANGS, Question, XQuAD, lang_of, load, write_corpus
@@ -50,7 +52,7 @@ class QueryMemo:
     embedding cache is what saves them).
     """
 
-    def __init__(self, inner: Embedder) -> None:
+    def __init__(self, inner: Embedder, saved: Path | None = None) -> None:
         self.inner = inner
         self.name = inner.name
         self.fingerprint = inner.fingerprint
@@ -59,6 +61,18 @@ class QueryMemo:
         # The precision profile the build records in its manifest (search.index.build.precision_of).
         self.precision_choice = getattr(inner, "precision_choice", None)
         self._vectors: dict[str, np.ndarray] = {}
+        self.saved = saved
+        if saved is not None and saved.exists():  # a rerun with the same --out: the same model's query vectors
+            with np.load(saved) as kept:
+                if str(kept["fingerprint"]) == self.fingerprint:
+                    self._vectors = dict(zip(kept["texts"].tolist(), kept["vectors"], strict=True))
+
+    def save(self) -> None:
+        """Keep the query vectors for a rerun (as the embedding cache keeps the passages')."""
+        if self.saved is not None and self._vectors:
+            texts = list(self._vectors)
+            vectors = np.stack([self._vectors[t] for t in texts])
+            np.savez(self.saved, fingerprint=self.fingerprint, texts=np.array(texts), vectors=vectors)
 
     def count_tokens(self, text: str, *, query: bool = False) -> int:
         return self.inner.count_tokens(text, query=query)
@@ -177,9 +191,11 @@ def run(
     batch: int = 64,
     mode: Mode | None = "dense",
     precision: Precision | None = None,
+    only: str | None = None,
     every_question: bool = False,
 ) -> dict[str, Any]:
-    """Every task's figures; `precision` overrides SEARCH_PRECISION (benchmarks.bench_precision compares them)."""
+    """Every task's figures; `precision` overrides SEARCH_PRECISION (benchmarks.bench_precision compares them);
+    `only="translations"` runs the translations table alone."""
     started = time.perf_counter()
     info = machine_info()
     xq = load(langs, limit, every_question=every_question)
@@ -187,12 +203,12 @@ def run(
     cache = out / "embeddings.sqlite"
     extra: dict[str, Any] = {} if precision is None else {"precision": precision}
     boot = SearchService(Settings(embedding_cache=cache, **extra))
-    memo, detector = QueryMemo(boot.embedder), boot.detector
+    memo, detector = QueryMemo(boot.embedder, out / "queries.npz"), boot.detector
     builds: list[dict[str, Any]] = []
     tasks: list[dict[str, Any]] = []
     query_langid: dict[str, float] = {}
     passages_langid: dict[str, Any] = {}
-    for pool in pools(langs):
+    for pool in pools(langs) if only is None else []:
         for centering in (False, True):
             index_dir = out / "indexes" / f"{pool.name}-{'centered' if centering else 'raw'}"
             settings = Settings(index_dir=index_dir, centering=centering, embedding_cache=cache, **extra)
@@ -210,8 +226,13 @@ def run(
                 )
                 other.load()
                 tasks.extend(evaluate_pool(other, pool, xq, centering, batch, mode, query_langid, not default))
+    translations = None
+    if set(REFERENCE_POOL) <= set(langs):
+        translations = run_translations(xq, files, cache, out, memo, detector, mode, batch)
+    memo.save()
     info["load_average_at_end"] = load_average()
     return {
+        "translations": translations,
         "machine": info,
         "config": {
             "langs": list(langs),
@@ -254,14 +275,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "service's SEARCH_DEFAULT_MODE [default: %(default)s]",
     )
     parser.add_argument("--batch", type=int, default=64, help="queries per search_many call [default: %(default)s]")
+    parser.add_argument(
+        "--only",
+        choices=["translations"],
+        default=None,
+        help="run one table: translations (the en+zh+ru pool with translations=off|together|collapse, the seed)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     mode: Mode | None = None if args.mode == "default" else args.mode
-    results = run(langs, args.limit, args.out, args.batch, mode, every_question=args.every_question)
-    (args.out / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    results = run(langs, args.limit, args.out, args.batch, mode, only=args.only, every_question=args.every_question)
+    name = "eval" if args.only is None else f"eval-{args.only}"
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    if args.only == "translations":
+        markdown = render_translations(results["translations"]) + "\n"
+        (args.out / f"{name}.md").write_text(markdown, encoding="utf-8")
+        print(markdown)
+        return 0
     markdown = render(results)
     (args.out / "eval.md").write_text(markdown, encoding="utf-8")
     print(markdown)

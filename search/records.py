@@ -11,6 +11,10 @@ from typing import Any, Literal, NamedTuple, get_args
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[Mode, ...] = get_args(Mode)
 GroupBy = Literal["article"]
+# What a search does with a build's translation groups (passages that translate each other, found at build time):
+# one hit per group, every member next to the others, or nothing (see `search.query.ranking.translations`).
+Translations = Literal["collapse", "together", "off"]
+TRANSLATIONS: tuple[Translations, ...] = get_args(Translations)
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,9 @@ class Hit:
 
     `ranks` says where the passage stood in each list that was fused ("dense", "lexical"); `context` holds the
     neighbouring passages of the same article when asked for; `article_matches` counts the article's passages
-    among the candidates when hits are grouped by article.
+    among the candidates when hits are grouped by article; `translations` holds the other members of the hit's
+    translation group (with translations=collapse or together; their text only with collapse, as together returns
+    them as hits of their own).
     """
 
     rank: int
@@ -102,6 +108,8 @@ class Hit:
     context: list[tuple[str, Passage]] = field(default_factory=list)
     highlights: list[Highlight] = field(default_factory=list)
     article_matches: int | None = None
+    translations: list[Passage] = field(default_factory=list)
+    translation_text: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """The one serialized shape of a hit, shared by the HTTP API, MCP and `search query --json`."""
@@ -113,6 +121,10 @@ class Hit:
             "context": [{"position": position, **p.as_dict()} for position, p in self.context],
             "highlights": [asdict(h) for h in self.highlights],
             "article_matches": self.article_matches,
+            "translations": [
+                {"passage_id": p.passage_id, "lang": p.lang, **({"text": p.text} if self.translation_text else {})}
+                for p in self.translations
+            ],
         }
 
 
@@ -134,7 +146,7 @@ class Filters:
 class SearchQuery:
     """One search: the text, how many hits, how to rank, what to filter, and what to attach to each hit.
 
-    Every field but the text is keyword-only: thirteen fields are too many to pass by position. `mode=None`
+    Every field but the text is keyword-only: fourteen fields are too many to pass by position. `mode=None`
     means the configured default; bounds (k, offset, context, lengths, dates) are checked once, by
     `search.query.validation`.
     """
@@ -153,6 +165,7 @@ class SearchQuery:
     context: int = 0
     highlight: bool = False
     group_by: GroupBy | None = None
+    translations: Translations | None = None  # None: the configured default
     # 0..1: 0 ranks by relevance alone; above it, maximal marginal relevance trades relevance for hits unlike
     # those already chosen (search.query.ranking.diversify).
     diversity: float = 0.0

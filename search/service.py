@@ -300,6 +300,20 @@ class SearchService:
     def passage(self, passage_id: str) -> Passage:
         return self.store.passage(passage_id)
 
+    def translations(self, passage_id: str) -> list[Passage]:
+        """The passages of the index that translate this one (its translation group); none in a build made
+        before groups."""
+        return self.store.translations_of(passage_id)
+
+    def passage_with_translations(self, passage_id: str) -> dict[str, Any]:
+        """A passage and its translations, as `GET /passages/{id}` and MCP's get_passage give them."""
+        store = self.store
+        out = store.passage(passage_id).as_dict()
+        out["translations"] = [
+            {"passage_id": p.passage_id, "lang": p.lang, "text": p.text} for p in store.translations_of(passage_id)
+        ]
+        return out
+
     def similar_passages(self, passage_id: str, k: int = 10, exclude_same_article: bool = True) -> list[Hit]:
         """More like this: the passages nearest to a passage, in any language."""
         check_k(k, self.settings.max_k)
@@ -346,4 +360,6 @@ class SearchService:
             "centering": m.get("centering"),
             # kind, build and tuned search parameters, measured recall@10 and size: what a search costs and misses
             "vector_index": store.vector_index,
+            # null for a build made before translation groups: its searches run as translations=off
+            "translations": m.get("translations") if store.has_translations else None,
         }

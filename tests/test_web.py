@@ -361,3 +361,42 @@ def test_the_page_offers_modes_highlights_context_more_like_this_and_reports(tab
     assert page.locator(f'#reports-list a[href$="reports/{report["job_id"]}"]').count() == 1
     screenshot(page, "reports.png")
     assert tab.errors == []
+
+
+@needs_chromium
+def test_a_hit_shows_its_other_languages(tab: Tab) -> None:
+    # The seed holds no translations (tests/test_translations_model.py), so the server's own answer is given one:
+    # the first hit is said to translate the best hit of the other language, with its text (translations=collapse)
+    # or without it (together, where that member is a hit of its own).
+    def with_translation(route: Route) -> None:
+        body = route.fetch().json()
+        first = body["hits"][0]
+        other = next(h for h in body["hits"] if h["lang"] != first["lang"])
+        text = None if "together" in route.request.url else other["text"]
+        first["translations"] = [{"passage_id": other["passage_id"], "lang": other["lang"], "text": text}]
+        route.fulfill(json=body)
+
+    page = tab.page
+    page.route(re.compile(r".*/search\?.*"), with_translation)
+    page.goto(f"/?q={quote(QUESTION)}")
+    page.wait_for_selector(RESULTS)
+    first, rest = page.locator("li.hit").first, page.locator("li.hit").nth(1)
+    other_lang = page.locator("li.hit").evaluate_all(
+        "els => els.map(e => e.dataset.lang).find(l => l !== els[0].dataset.lang)"
+    )
+    name = {"en": "English", "zh": "Chinese"}[other_lang]
+    shown = first.locator("details.translations")
+    assert shown.locator("summary").inner_text() == f"Also in {name}"
+    assert rest.locator(".translations").count() == 0, "only hits with translations list them"
+    item = shown.locator(f'li[data-lang="{other_lang}"]')
+    assert not item.is_visible()
+    shown.locator("summary").click()
+    assert item.is_visible() and item.locator(f'[lang="{other_lang}"]').inner_text().strip()
+    screenshot(page, "translations.png")
+    assert page.evaluate(UNLABELLED_JS) == [] and page.evaluate(CONTRAST_JS) == []
+
+    page.goto(f"/?q={quote(QUESTION)}&translations=together")
+    page.wait_for_selector(RESULTS)
+    note = page.locator("li.hit").first.locator(".translations")
+    assert note.inner_text() == f"Also in {name}, among these results."
+    assert tab.errors == []

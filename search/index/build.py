@@ -21,6 +21,7 @@ from search.index.embedcache import EmbeddingCache, text_key
 from search.index.meanbank import MeanBank
 from search.index.probes import query_probes
 from search.index.store import VectorIndexOptions, current_build, discard, new_build_id, publish, write_build
+from search.index.translations import translation_groups
 from search.ingest.chunking import ChunkerSettings, split_article
 from search.ingest.corpus import DEFAULT_MAX_FILE_BYTES, Skipped, describe_problems, read_corpus
 from search.ingest.html import HtmlReader
@@ -49,6 +50,7 @@ class BuildSummary:
     index_dir: str = ""
     precision: str = "fp32"  # the encoder's precision profile as run (search/model/precision.py)
     precision_note: str = ""  # why it is not the one asked for (a CPU without it), or empty
+    translation_groups: int = 0  # groups of passages that translate each other (search.index.translations)
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -242,6 +244,10 @@ def build_from_articles(
             extra=extra,
             query_offsets=bank.query_offsets(),
         )
+    # Recomputed over the whole build every time (every write is a full build): a group stays right whatever an
+    # upsert or delete changed, at the cost of one kNN per language over the build's vectors.
+    with stage(summary.stages, "translations"):
+        groups = translation_groups(means.passages(raw, langs), langs, [len(p.text) for p in passages])
     summary.build_id = new_build_id()
     manifest = {
         "package_version": __version__,
@@ -266,7 +272,7 @@ def build_from_articles(
     with stage(summary.stages, "write"):
         folder = write_build(
             index_dir, summary.build_id, articles, passages, raw, means, manifest, vector_index,
-            zh_tokenizer=zh_tokenizer, probes=lambda: query_probes(passages, embedder, means),
+            zh_tokenizer=zh_tokenizer, probes=lambda: query_probes(passages, embedder, means), translations=groups,
         )  # fmt: skip
     try:
         summary.removed = _count_removed(previous, {p.passage_id for p in passages})
@@ -277,6 +283,7 @@ def build_from_articles(
     summary.articles = len(articles)
     summary.passages = len(passages)
     summary.languages = dict(Counter(langs))
+    summary.translation_groups = groups.count
     summary.seconds = time.perf_counter() - start
     return summary
 

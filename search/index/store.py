@@ -11,7 +11,7 @@ Layout of an index folder:
         raw.f16.npy                     the model's vectors before centering, float16 (to re-center or rebuild
                                         the index without re-embedding; builds before it wrote float32 raw.npy)
         centering.npz                   per-language and global mean vectors
-        passages.sqlite                 passages and articles
+        passages.sqlite                 passages (with their translation group) and articles
       embeddings.sqlite                 embedding cache shared by all builds
 
 A build is written into its own hidden folder and only then becomes `current`, so a failed or killed build leaves
@@ -43,6 +43,7 @@ from search.index import vectors as vi
 from search.index import writers
 from search.index.centering import Centering
 from search.index.lexical import LexicalIndex
+from search.index.translations import TranslationGroups
 from search.records import Article, ArticleInfo, Filters, Passage, PassageKey
 
 MANIFEST = "manifest.json"
@@ -58,10 +59,11 @@ CREATE TABLE passages (
     row INTEGER PRIMARY KEY, passage_id TEXT NOT NULL UNIQUE, article_id TEXT NOT NULL,
     title TEXT NOT NULL, paragraph INTEGER NOT NULL, part INTEGER NOT NULL,
     start INTEGER NOT NULL, end INTEGER NOT NULL, lang TEXT NOT NULL, text TEXT NOT NULL, section TEXT,
-    page INTEGER
+    page INTEGER, translation_group INTEGER
 );
 CREATE INDEX passages_article ON passages(article_id, paragraph, part);
 CREATE INDEX passages_lang ON passages(lang);
+CREATE INDEX passages_translation_group ON passages(translation_group);
 """
 _PASSAGE_COLS = "passage_id, article_id, title, paragraph, part, start, end, lang, text, section, page"
 
@@ -114,9 +116,11 @@ def write_build(
     *,
     zh_tokenizer: ZhTokenizer = "jieba",
     probes: Callable[[], vi.TuningQueries] | None = None,
+    translations: TranslationGroups | None = None,
 ) -> Path:
     """Write a complete build folder (not yet published) and return it; an approximate vector index is tuned on
-    `probes()` (query-like vectors, only computed then) when given, else on passages held out."""
+    `probes()` (query-like vectors, only computed then) when given, else on passages held out; `translations` is
+    each passage's translation group (None: not computed, the build then has none)."""
     options = options or VectorIndexOptions()
     budget = None if options.memory_budget_mb is None else int(options.memory_budget_mb * 2**20)
     flat_max = FLAT_MAX if options.flat_max is None else options.flat_max
@@ -131,8 +135,9 @@ def write_build(
     staging.mkdir()
     try:
         _write_files(
-            staging, build_id, articles, passages, raw, centering, manifest, plan, options, zh_tokenizer, probes
-        )
+            staging, build_id, articles, passages, raw, centering, manifest, plan, options, zh_tokenizer, probes,
+            translations,
+        )  # fmt: skip
         final = builds / build_id
         writers.reached("rename")
         os.replace(staging, final)
@@ -156,6 +161,7 @@ def _write_files(
     options: VectorIndexOptions,
     zh_tokenizer: ZhTokenizer,
     probes: Callable[[], vi.TuningQueries] | None,
+    translations: TranslationGroups | None,
 ) -> None:
     """The files of a build, its manifest (with their checksums) last."""
     vectors = np.ascontiguousarray(centering.passages(raw, [p.lang for p in passages]), dtype=np.float32)
@@ -173,6 +179,7 @@ def _write_files(
     lexical = LexicalIndex.build([p.text for p in passages], [p.lang for p in passages], zh_tokenizer)
     lexical.save(folder / "lexical")
 
+    group = None if translations is None else translations.group
     db = sqlite3.connect(folder / "passages.sqlite")
     with db:
         db.executescript(_SCHEMA)
@@ -191,7 +198,8 @@ def _write_files(
             ),
         )
         db.executemany(
-            f"INSERT INTO passages (row, {_PASSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO passages (row, {_PASSAGE_COLS}, translation_group) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 (
                     i,
@@ -206,6 +214,7 @@ def _write_files(
                     p.text,
                     p.section,
                     p.page,
+                    None if group is None or group[i] < 0 else int(group[i]),
                 )
                 for i, p in enumerate(passages)
             ),
@@ -221,6 +230,8 @@ def _write_files(
         "centering": centering.describe(),
         "dimension": int(raw.shape[1]),
         "lexical": lexical.describe(),
+        # Builds without this entry have no groups: every search runs as translations=off.
+        "translations": None if translations is None else translations.describe(),
         "files": {str(f.relative_to(folder)): _sha256(f) for f in sorted(folder.rglob("*")) if f.is_file()},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -295,6 +306,9 @@ class Store:
         columns = {r[1] for r in self._db().execute("PRAGMA table_info(passages)")}
         self._cols = _PASSAGE_COLS if "page" in columns else _PASSAGE_COLS.replace(", page", ", NULL")
         self._has_pages = "pages" in {r[1] for r in self._db().execute("PRAGMA table_info(articles)")}
+        # Builds made before translation groups have no column: no groups, so every search runs as `off`.
+        self.has_translations = "translation_group" in columns and manifest.get("translations") is not None
+        self._groups: np.ndarray | None = None
 
     def _db(self) -> sqlite3.Connection:
         # SQLite connections must not cross threads; FastAPI runs sync routes in a pool, so one per thread.
@@ -381,6 +395,11 @@ class Store:
         langs = self._langs_at(rows)
         return self.centering.passages(np.asarray(self.raw_vectors()[rows], dtype=np.float32), langs)
 
+    def langs_at(self, rows: Sequence[int]) -> dict[int, str]:
+        if not rows:
+            return {}
+        return dict(self._db().execute(f"SELECT row, lang FROM passages WHERE {_row_in(len(rows))}", list(rows)))
+
     def _langs_at(self, rows: np.ndarray) -> list[str]:
         found = dict(
             self._db().execute(f"SELECT row, lang FROM passages WHERE {_row_in(len(rows))}", [int(r) for r in rows])
@@ -401,6 +420,48 @@ class Store:
                 before = (other.paragraph, other.part) < (p.paragraph, p.part)
                 out.append(("before" if before else "after", other))
         return out
+
+    def translation_groups(self) -> np.ndarray:
+        """The translation group of every row (-1: none), read once; all -1 for a build without groups."""
+        if self._groups is None:
+            groups = np.full(self.size, -1, dtype=np.int64)
+            if self.has_translations:
+                cur = self._db().execute(
+                    "SELECT row, translation_group FROM passages WHERE translation_group IS NOT NULL"
+                )
+                found = np.array(cur.fetchall(), dtype=np.int64).reshape(-1, 2)
+                groups[found[:, 0]] = found[:, 1]
+            self._groups = groups
+        return self._groups
+
+    def group_members(self, groups: Iterable[int]) -> dict[int, list[int]]:
+        """The rows of each of these translation groups, in row order."""
+        wanted = sorted({int(g) for g in groups if g >= 0})
+        if not wanted:
+            return {}
+        members: dict[int, list[int]] = {g: [] for g in wanted}
+        cur = self._db().execute(
+            f"SELECT row, translation_group FROM passages WHERE translation_group IN ({','.join('?' * len(wanted))}) "
+            "ORDER BY row",
+            wanted,
+        )
+        for row, g in cur:
+            members[g].append(row)
+        return members
+
+    def group_rows(self, group: int) -> list[int]:
+        """The rows of one translation group, in row order."""
+        return self.group_members([group]).get(group, [])
+
+    def translations_of(self, passage_id: str) -> list[Passage]:
+        """The other members of a passage's translation group, in row order; none in a build without groups."""
+        row = self.row_of(passage_id)
+        group = int(self.translation_groups()[row])
+        if group < 0:
+            return []
+        others = [r for r in self.group_rows(group) if r != row]
+        found = self.passages_at(others)
+        return [found[r] for r in others]
 
     def keys_at(self, rows: Sequence[int]) -> dict[int, PassageKey]:
         """Ids of the passages at `rows`: all that ranking needs, without reading their text."""

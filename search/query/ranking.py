@@ -1,14 +1,15 @@
-"""Turning candidate lists into a ranking: reciprocal rank fusion, grouping by article, diversity, paging."""
+"""Turning candidate lists into a ranking: reciprocal rank fusion, translation groups, grouping by article,
+diversity, paging."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from search.records import PassageKey
+from search.records import PassageKey, Translations
 
 Ranked = list[tuple[int, float]]  # (row, score), best first
 
@@ -18,6 +19,7 @@ class Candidate:
     row: int
     score: float
     ranks: dict[str, int]
+    translations: tuple[int, ...] = ()  # rows of the other members of its translation group, when they are used
 
 
 def fuse(lists: Mapping[str, Ranked], weights: Mapping[str, float], k: int = 60) -> list[Candidate]:
@@ -117,6 +119,54 @@ def group_by_article(
             seen.add(article)
             best.append(c)
     return best, counts
+
+
+def with_translations(
+    ranked: Sequence[Candidate],
+    how: Translations,
+    group: Mapping[int, int],
+    members: Mapping[int, Sequence[int]],
+    lang: Mapping[int, str],
+    query_lang: str,
+) -> list[Candidate]:
+    """Apply translation groups to a ranking (best first; `group[row]` is -1 for a passage without translations,
+    `members[g]` the rows of group g that the filters let through, in row order, `lang[row]` their languages).
+
+    collapse: one candidate per group, where its best member ranked, at the best member's score; it is the member in
+    the query's language if the group has one (the best-ranked such, else the first by row), else the best member,
+    and carries the other members as its translations. together: every member, the group's candidates in their
+    rank order and then the members that were not candidates (by row), all at the best member's score, next to each
+    other where the best member ranked. off, or a passage in no group: unchanged.
+    """
+    if how == "off":
+        return list(ranked)
+    position = {c.row: c for c in ranked}
+    rank_of = {c.row: i for i, c in enumerate(ranked)}
+    out: list[Candidate] = []
+    seen: set[int] = set()
+    for c in ranked:
+        g = group.get(c.row, -1)
+        if g < 0:
+            out.append(c)
+            continue
+        if g in seen:
+            continue
+        seen.add(g)
+        rows = [r for r in members.get(g, ()) if r != c.row]
+        in_rank = sorted((r for r in rows if r in rank_of), key=rank_of.__getitem__)
+        ordered = [c.row, *in_rank, *(r for r in rows if r not in rank_of)]
+        if how == "collapse":
+            own = [r for r in ordered if lang.get(r) == query_lang]
+            shown = own[0] if own else c.row
+            found = position.get(shown)
+            others = tuple(r for r in ordered if r != shown)
+            out.append(Candidate(shown, c.score, dict(found.ranks) if found else {}, others))
+        else:
+            for r in ordered:
+                found = position.get(r)
+                base = found if found is not None else Candidate(r, c.score, {})
+                out.append(replace(base, score=c.score, translations=tuple(x for x in ordered if x != r)))
+    return out
 
 
 def mmr_pool(n: int) -> int:

@@ -20,8 +20,9 @@ from search.query.ranking import (
     mmr_pool,
     order,
     single,
+    with_translations,
 )
-from search.records import Highlight, Hit, Mode, Passage, SearchQuery
+from search.records import Highlight, Hit, Mode, Passage, SearchQuery, Translations
 
 # Candidates taken from each list before fusion and paging; grouping by article needs a deeper pool.
 _POOL = 100
@@ -53,7 +54,9 @@ class Retriever:
     def candidates(
         self, q: SearchQuery, mode: Mode, guess: LanguageGuess, xq: np.ndarray | None, rows: np.ndarray | None
     ) -> list[Candidate]:
-        pool = max(_GROUP_POOL if q.group_by else _POOL, 2 * (q.offset + q.k))
+        # A collapsed group of up to one passage per language takes one slot for several candidates.
+        depth = 2 if self.translations(q) == "off" else 4
+        pool = max(_GROUP_POOL if q.group_by else _POOL, depth * (q.offset + q.k))
         lists = {}
         if mode != "lexical" and xq is not None:
             lists["dense"] = self.store.search(xq, pool, rows)
@@ -75,6 +78,13 @@ class Retriever:
         """How `q` is ranked: its own mode, or the configured default."""
         return q.mode or self.settings.default_mode
 
+    def translations(self, q: SearchQuery) -> Translations:
+        """What `q` does with translation groups: its own choice or the configured default; `off` for a build
+        without groups (made before them), which then searches as it always did."""
+        if not self.store.has_translations:
+            return "off"
+        return q.translations or self.settings.default_translations
+
     def run(self, q: SearchQuery, guess: LanguageGuess, vector: np.ndarray | None) -> list[Hit]:
         """The page of hits for `q`, ranked by `mode(q)`; `vector` is the query's raw vector."""
         store = self.store
@@ -85,7 +95,12 @@ class Retriever:
         if q.min_score is not None:
             cands = [c for c in cands if c.score >= q.min_score]
         counts = None
-        if q.group_by == "article":  # grouping looks at every candidate's article
+        how = self.translations(q)
+        if how != "off":  # translation groups (then articles) look at every candidate
+            ranked = self.translated(order(cands, store.keys_at([c.row for c in cands])), how, rows, guess.lang)
+            if q.group_by == "article":
+                ranked, counts = group_by_article(ranked, store.keys_at([c.row for c in ranked]))
+        elif q.group_by == "article":  # grouping looks at every candidate's article
             keys = store.keys_at([c.row for c in cands])
             ranked, counts = group_by_article(order(cands, keys), keys)
         else:  # only the page and its ties need ids: most candidates are never read from SQLite
@@ -95,7 +110,8 @@ class Retriever:
             pool = ranked[: mmr_pool(q.offset + q.k)]
             ranked = diversify(pool, store.vectors_at([c.row for c in pool]), q.diversity, q.offset + q.k)
         page = ranked[q.offset : q.offset + q.k]
-        passages = store.passages_at(c.row for c in page)  # text and the rest only for the hits returned
+        # text and the rest only for the hits returned (and their translations)
+        passages = store.passages_at({r for c in page for r in (c.row, *c.translations)})
         hits = []
         for rank, c in enumerate(page, start=q.offset + 1):
             p = passages[c.row]
@@ -108,9 +124,26 @@ class Retriever:
                     context=store.context(p, q.context) if q.context else [],
                     highlights=self.highlights(p, xq) if q.highlight and xq is not None else [],
                     article_matches=counts[p.article_id] if counts is not None else None,
+                    translations=[passages[r] for r in c.translations],
+                    translation_text=how == "collapse",
                 )
             )
         return hits
+
+    def translated(
+        self, ranked: list[Candidate], how: Translations, rows: np.ndarray | None, query_lang: str
+    ) -> list[Candidate]:
+        """`ranked` with the store's translation groups applied (`with_translations`); a group's members are those
+        the filters (`rows`) let through."""
+        groups = self.store.translation_groups()
+        group = {c.row: int(groups[c.row]) for c in ranked}
+        members = self.store.group_members(group.values())
+        if rows is not None:
+            flat = np.array([r for m in members.values() for r in m], dtype=np.int64)
+            allowed = set(flat[np.isin(flat, rows)].tolist())
+            members = {g: [r for r in m if r in allowed] for g, m in members.items()}
+        langs = self.store.langs_at([r for m in members.values() for r in m])
+        return with_translations(ranked, how, group, members, langs, query_lang)
 
     def highlights(self, p: Passage, xq: np.ndarray) -> list[Highlight]:
         """The passage's sentences closest to the query, semantically (so it works across languages)."""

@@ -9,7 +9,7 @@ from datetime import date
 from search.config import Settings
 from search.errors import BadInput
 from search.ingest.unicode import check_text
-from search.records import MODES, SearchQuery
+from search.records import MODES, TRANSLATIONS, SearchQuery
 
 MAX_OFFSET = 10_000
 MAX_CONTEXT = 10
@@ -40,6 +40,8 @@ def validate(q: SearchQuery, settings: Settings) -> None:
         raise BadInput(f"offset: {q.offset} is outside 0..{MAX_OFFSET}")
     if not 0 <= q.context <= MAX_CONTEXT:
         raise BadInput(f"context: {q.context} is outside 0..{MAX_CONTEXT}")
+    if q.translations is not None and q.translations not in TRANSLATIONS:
+        raise BadInput(f"translations: {q.translations!r} is not one of {', '.join(TRANSLATIONS)}")
     if not 0 <= q.diversity <= 1:  # also refuses NaN
         raise BadInput(f"diversity: {q.diversity} is outside 0..1")
     if q.group_by not in (None, "article"):

@@ -18,7 +18,7 @@ import numpy as np
 
 from search.errors import ClusterUnavailable
 from search.index.cluster import connect
-from search.reports.compute import LangTable, Neighbours, knn_block, lang_tables
+from search.index.translations import LangTable, Neighbours, knn_block, lang_tables
 from search.timing import Progress, no_progress
 
 # A language's table as shipped: (language code, its rows, neighbours asked for, serialized IVF index or None).

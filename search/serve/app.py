@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from search import __version__
 from search.config import Settings, load_settings
 from search.errors import BadInput, Forbidden, SearchError
-from search.records import Article, GroupBy, Mode, SearchQuery
+from search.records import Article, GroupBy, Mode, SearchQuery, Translations
 from search.serve.guards import install_guards
 from search.serve.mcp import create_mcp
 from search.serve.reports import router as report_router
@@ -38,7 +38,7 @@ from search.serve.schemas import (
     ErrorOut,
     HealthOut,
     HitOut,
-    PassageOut,
+    PassageDetailOut,
     ReloadOut,
     SearchRequest,
     SearchResponse,
@@ -174,6 +174,10 @@ def create_app(
         context: Annotated[int, Query(description="paragraphs of context before and after, 0..10")] = 0,
         highlight: Annotated[bool, Query(description="add the best-matching sentences")] = False,
         group_by: Annotated[GroupBy | None, Query(description="one hit per article")] = None,
+        translations: Annotated[
+            Translations | None,
+            Query(description="collapse (one hit per translation group), together or off [default: the server's]"),
+        ] = None,
         diversity: Annotated[
             float, Query(description="0..1: trade relevance for hits unlike those above them (MMR); 0: relevance only")
         ] = 0.0,
@@ -198,6 +202,7 @@ def create_app(
             context=context,
             highlight=highlight,
             group_by=group_by,
+            translations=translations,
             diversity=diversity,
         )
         return SearchResponse.of(svc.search(query))
@@ -243,9 +248,10 @@ def create_app(
         matches = svc.similar_articles(article_id, k)
         return SimilarArticlesOut(article_id=article_id, articles=[ArticleMatchOut(**m.__dict__) for m in matches])
 
-    @app.get("/passages/{passage_id}", response_model=PassageOut, responses=_ERRORS)
-    def get_passage(svc: ServiceDep, passage_id: str) -> PassageOut:
-        return PassageOut.model_validate(svc.passage(passage_id).as_dict())
+    @app.get("/passages/{passage_id}", response_model=PassageDetailOut, responses=_ERRORS)
+    def get_passage(svc: ServiceDep, passage_id: str) -> PassageDetailOut:
+        """A passage by id, with the passages of the index that translate it."""
+        return PassageDetailOut.model_validate(svc.passage_with_translations(passage_id))
 
     @app.get("/articles", response_model=list[ArticleOut])
     def list_articles(svc: ServiceDep) -> list[ArticleOut]:

@@ -8,7 +8,7 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from search.errors import SearchError
-from search.records import Mode, SearchQuery
+from search.records import Mode, SearchQuery, Translations
 from search.service import SearchService
 
 _INSTRUCTIONS = (
@@ -33,7 +33,10 @@ def create_mcp(get_service: Callable[[], SearchService]) -> MCPServer:
         description="Search the articles for passages that answer a question, in any language. Returns ranked "
         "passages with passage_id, article_id, title, paragraph, page (PDFs), language, score and text; context=N "
         "adds the N paragraphs around each hit; lang restricts passage languages (ISO 639-1 codes such as en, zh, ru); "
-        "diversity (0..1, e.g. 0.5) keeps near-duplicates and translations of one passage from filling the k slots."
+        "diversity (0..1, e.g. 0.5) keeps near-duplicates and translations of one passage from filling the k slots. "
+        "translations=collapse returns a passage and its translations in the corpus as one hit, in the question's "
+        "language where one exists, the others listed under translations; together returns each translation as a "
+        "hit, next to each other; off (the server's default unless set otherwise) ignores them."
     )
     def search_passages(
         query: str,
@@ -41,14 +44,27 @@ def create_mcp(get_service: Callable[[], SearchService]) -> MCPServer:
         lang: list[str] | None = None,
         mode: Mode | None = None,
         context: int = 0,
+        translations: Translations | None = None,
         diversity: float = 0.0,
     ) -> dict[str, Any]:
-        q = SearchQuery(query, k=k, langs=lang or (), mode=mode, context=context, highlight=True, diversity=diversity)
+        q = SearchQuery(
+            query,
+            k=k,
+            langs=lang or (),
+            mode=mode,
+            context=context,
+            highlight=True,
+            translations=translations,
+            diversity=diversity,
+        )
         return run(lambda svc: svc.search(q).as_dict())
 
-    @server.tool(description="Read one passage by its passage_id (ids are stable across index rebuilds).")
+    @server.tool(
+        description="Read one passage by its passage_id (ids are stable across index rebuilds), with the passages "
+        "of the corpus that translate it."
+    )
     def get_passage(passage_id: str) -> dict[str, Any]:
-        return run(lambda svc: svc.passage(passage_id).as_dict())
+        return run(lambda svc: svc.passage_with_translations(passage_id))
 
     @server.tool(
         description="Passages most similar to a given passage, in any language: translations, near-duplicates "

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 import search
 from search.config import Settings
-from search.errors import BadSettings, SearchError
+from search.errors import ClusterUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def serve_replicas(settings: Settings, replicas: int, on_ready: Callable[[str], 
             log_to_driver=False,
         )
     except ConnectionError as exc:
-        raise BadSettings(
+        raise ClusterUnavailable(
             f"SEARCH_RAY_ADDRESS={settings.ray_address!r} (--ray): no Ray cluster answers there ({exc}); start one "
             "with `ray start --head`, or leave --ray out to start a local one"
         ) from None
@@ -117,7 +117,7 @@ def serve_replicas(settings: Settings, replicas: int, on_ready: Callable[[str], 
         try:
             serve.run(deployment.bind(replica_settings(settings)), name=APP_NAME, route_prefix="/")
         except (RayServeException, RuntimeError) as exc:  # RuntimeError: an application that failed to deploy
-            raise SearchError(
+            raise ClusterUnavailable(
                 f"the replicas did not start: {exc}; their logs are under the Ray session's logs/serve/ "
                 "(/tmp/ray/session_latest/logs/serve/ on the head node)"
             ) from None

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from search.index.build import BuildSummary
-from search.records import GroupBy, Mode, SearchQuery, SearchResult
+from search.records import GroupBy, Mode, SearchQuery, SearchResult, Translations
 
 
 class PassageOut(BaseModel):
@@ -39,6 +39,20 @@ class HighlightOut(BaseModel):
     score: float = Field(description="cosine similarity of the sentence to the query")
 
 
+class TranslationOut(BaseModel):
+    passage_id: str
+    lang: str = Field(description="ISO 639-1 code of the translation's language")
+    text: str | None = Field(
+        None, description="its text (with translations=collapse; with together the member is a hit of its own)"
+    )
+
+
+class PassageDetailOut(PassageOut):
+    translations: list[TranslationOut] = Field(
+        default_factory=list, description="the passages of the index that translate this one (its translation group)"
+    )
+
+
 class HitOut(PassageOut):
     rank: int
     score: float = Field(
@@ -49,6 +63,10 @@ class HitOut(PassageOut):
     context: list[ContextOut] = Field(default_factory=list, description="neighbouring passages, when context > 0")
     highlights: list[HighlightOut] = Field(default_factory=list, description="best sentences, when highlight=true")
     article_matches: int | None = Field(None, description="candidates from the same article, with group_by=article")
+    translations: list[TranslationOut] = Field(
+        default_factory=list,
+        description="the other members of the hit's translation group (translations=collapse or together)",
+    )
 
 
 class SearchRequest(BaseModel):
@@ -71,6 +89,11 @@ class SearchRequest(BaseModel):
     context: int = Field(0, description="paragraphs before and after each hit to include, 0..10")
     highlight: bool = Field(False, description="add the sentences most similar to the query")
     group_by: GroupBy | None = Field(None, description="one hit per article")
+    translations: Translations | None = Field(
+        None,
+        description="collapse: one hit per translation group (in the query's language if it has one), its other "
+        "languages listed; together: every member, next to each other; off: groups unused [default: the server's]",
+    )
     diversity: float = Field(
         0.0,
         description="0..1: 0 ranks by relevance alone; higher trades relevance for hits unlike those above them "
@@ -92,6 +115,7 @@ class SearchRequest(BaseModel):
             context=self.context,
             highlight=self.highlight,
             group_by=self.group_by,
+            translations=self.translations,
             diversity=self.diversity,
         )
 
@@ -169,6 +193,11 @@ class HealthOut(BaseModel):
     built_at: str | None
     centering: dict[str, Any] | None
     vector_index: VectorIndexOut | None = None
+    translations: dict[str, Any] | None = Field(
+        None,
+        description="the build's translation groups (groups, passages_in_groups, pairs, knn); null for a build made "
+        "before them, whose searches then run as translations=off",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -13,6 +13,8 @@ const api = {
   searchParams: new Set(),
   modes: [],
   defaultMode: null, // "" when the server chooses (the parameter defaults to null)
+  translations: [], // collapse, together, off: what to do with the index's translation groups
+  defaultTranslations: null,
   similar: false,
   similarParams: new Set(),
   reports: false,
@@ -154,6 +156,12 @@ function readFeatures(spec) {
     const d = resolveRef(spec, schema).default;
     api.defaultMode = api.modes.includes(d) ? d : "";
   }
+  if (searchParams.has("translations")) {
+    const schema = searchParams.get("translations");
+    api.translations = enumOf(spec, schema);
+    const d = resolveRef(spec, schema).default;
+    api.defaultTranslations = api.translations.includes(d) ? d : "";
+  }
   const similar = Object.keys(paths).find((p) => /^\/passages\/\{[^}]+\}\/similar$/.test(p) && paths[p].get);
   api.similar = Boolean(similar);
   if (similar) api.similarParams = new Set(queryParams(spec, paths[similar].get).keys());
@@ -192,17 +200,17 @@ function buildLanguageChips(articles, wanted) {
   }
 }
 
-function buildModeChips(wanted) {
-  if (!api.modes.length) return;
-  const box = $("modes");
-  const chosen = api.modes.includes(wanted) ? wanted : api.defaultMode;
-  const choices = api.defaultMode === "" ? ["", ...api.modes] : api.modes;
-  for (const mode of choices) {
-    const id = `mode-${mode || "default"}`;
-    const input = el("input", { type: "radio", name: "mode", value: mode, id });
-    input.checked = mode === chosen;
+// Radio chips for one of the server's choices (mode, translations); "" stands for the server's own default.
+function buildChoiceChips(box, name, values, serverDefault, wanted) {
+  if (!values.length) return;
+  const chosen = values.includes(wanted) ? wanted : serverDefault;
+  const choices = serverDefault === "" ? ["", ...values] : values;
+  for (const value of choices) {
+    const id = `${name}-${value || "default"}`;
+    const input = el("input", { type: "radio", name, value, id });
+    input.checked = value === chosen;
     input.addEventListener("change", rerunIfSearched);
-    box.append(el("label", { class: "chip", for: id }, input, el("span", { text: mode || "default" })));
+    box.append(el("label", { class: "chip", for: id }, input, el("span", { text: value || "default" })));
   }
   box.hidden = false;
 }
@@ -210,7 +218,14 @@ function buildModeChips(wanted) {
 function readForm() {
   const langs = [...document.querySelectorAll('input[name="lang"]:checked')].map((i) => i.value);
   const mode = document.querySelector('input[name="mode"]:checked');
-  return { q: $("q").value.trim(), k: Number($("k").value) || 10, langs, mode: (mode && mode.value) || null };
+  const translations = document.querySelector('input[name="translations"]:checked');
+  return {
+    q: $("q").value.trim(),
+    k: Number($("k").value) || 10,
+    langs,
+    mode: (mode && mode.value) || null,
+    translations: (translations && translations.value) || null,
+  };
 }
 
 function rerunIfSearched() {
@@ -229,6 +244,7 @@ function searchPermalink(query) {
   p.set("q", query.q);
   for (const l of query.langs) p.append("lang", l);
   if (query.mode && query.mode !== api.defaultMode) p.set("mode", query.mode);
+  if (query.translations && query.translations !== api.defaultTranslations) p.set("translations", query.translations);
   if (query.k !== 10) p.set("k", String(query.k));
   return pageUrl(p);
 }
@@ -282,6 +298,7 @@ function searchUrl(query, { highlight = false } = {}) {
   p.set("k", String(query.k));
   for (const l of query.langs) p.append("lang", l);
   if (query.mode && api.searchParams.has("mode")) p.set("mode", query.mode);
+  if (query.translations && api.searchParams.has("translations")) p.set("translations", query.translations);
   if (api.searchParams.has("context")) p.set("context", String(CONTEXT_PARAGRAPHS));
   if (highlight) p.set("highlight", "true");
   return `search?${p}`;
@@ -462,9 +479,40 @@ function renderHit(h, n) {
       ),
       el("h3", { id: `${id}-title` }, el("span", { class: "title", text: h.title || h.article_id })),
       text,
+      translationsOf(h),
       actions,
       note,
       panel,
+    ),
+  );
+}
+
+// The hit's other languages (its translation group, with translations=collapse or together): with collapse they
+// come with their text and open under the hit; with together each is a hit of its own further down, so only named.
+function translationsOf(h) {
+  const others = Array.isArray(h.translations) ? h.translations : [];
+  if (!others.length) return null;
+  const names = [...new Set(others.map((t) => languageName(t.lang)))].join(", ");
+  const withText = others.filter((t) => typeof t.text === "string" && t.text);
+  if (!withText.length) {
+    return el("p", { class: "translations note" }, `Also in ${names}, among these results.`);
+  }
+  return el(
+    "details",
+    { class: "translations" },
+    el("summary", {}, `Also in ${names}`),
+    el(
+      "ul",
+      { "aria-label": "Translations of this passage" },
+      withText.map((t) =>
+        el(
+          "li",
+          { "data-lang": t.lang, "data-passage-id": t.passage_id },
+          el("span", { class: "badge", title: languageName(t.lang) }, el("span", { class: "vh", text: "language " }), t.lang),
+          " ",
+          el("span", { lang: langAttr(t.lang), text: t.text }),
+        ),
+      ),
     ),
   );
 }
@@ -817,7 +865,14 @@ async function init() {
   } else {
     $("langs-empty").textContent = `Languages could not be loaded: ${articles.reason.message}`;
   }
-  buildModeChips(params.get("mode"));
+  buildChoiceChips($("modes"), "mode", api.modes, api.defaultMode, params.get("mode"));
+  buildChoiceChips(
+    $("translations-choice"),
+    "translations",
+    api.translations,
+    api.defaultTranslations,
+    params.get("translations"),
+  );
   if (health.status === "fulfilled") describeIndex(health.value);
   view.ready = true;
   showView();

@@ -50,6 +50,16 @@ def test_some_diversity_moves_a_restatement_below_a_different_relevant_hit() -> 
     assert [c.row for c in diversify(RANKED, VECTORS, 0.1, 3)] == [0, 1, 2]  # relevance still rules at 0.1
 
 
+def test_full_diversity_takes_no_second_member_of_a_translation_group_while_something_else_is_left() -> None:
+    # rows 0 and 1 translate each other yet sit further apart (cosine 0.6) than 0 and its restatement 2 (0.98)
+    vectors = unit([1, 0, 0], [0.6, 0.8, 0], [0.98, 0.2, 0], [0, 0, 1])
+    ranked = candidates([0.9, 0.88, 0.85, 0.5])
+    groups = np.array([7, 7, -1, -1])
+    assert 1 in [c.row for c in diversify(ranked, vectors, 1.0, 3)]  # without the groups, the translation is taken
+    assert [c.row for c in diversify(ranked, vectors, 1.0, 3, groups)] == [0, 3, 2]
+    assert [c.row for c in diversify(ranked, vectors, 1.0, 4, groups)][-1] == 1  # only when nothing else is left
+
+
 @pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
 def test_diversity_outside_zero_to_one_is_refused_with_its_name(tmp_path: Path, value: float) -> None:
     svc = small_service(tmp_path, FakeEmbedder())

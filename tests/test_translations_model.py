@@ -105,6 +105,20 @@ def test_together_ranks_the_members_of_a_group_next_to_each_other(built: Built) 
     assert adjacent > 0
 
 
+def test_full_diversity_never_returns_two_members_of_one_group(built: Built) -> None:
+    groups = built.pooled.store.translation_groups()
+    rows = {p.passage_id: r for r, p in enumerate(built.pooled.store.all_passages())}
+    texts = [t for lang in LANGS for t in questions(built, lang, 7)]
+    results = built.pooled.search_many([SearchQuery(t, k=10, translations="together", diversity=1.0) for t in texts])
+    grouped = 0
+    for r in results:
+        seen = [int(groups[rows[h.passage.passage_id]]) for h in r.hits]
+        members = [g for g in seen if g >= 0]
+        assert len(r.hits) == 10 and len(members) == len(set(members)), seen
+        grouped += len(members)
+    assert grouped > 0
+
+
 def plain(results: list[SearchResult]) -> list[list[dict[str, object]]]:
     return [[h.as_dict() for h in r.hits] for r in results]
 

@@ -175,18 +175,26 @@ def mmr_pool(n: int) -> int:
     return max(4 * n, 40)
 
 
-def diversify(ranked: Sequence[Candidate], vectors: np.ndarray, diversity: float, n: int) -> list[Candidate]:
+def diversify(
+    ranked: Sequence[Candidate], vectors: np.ndarray, diversity: float, n: int, groups: np.ndarray | None = None
+) -> list[Candidate]:
     """The first `n` of `ranked` (best first) re-chosen by maximal marginal relevance (Carbonell and Goldstein,
     1998): each next hit maximizes (1 - diversity) * relevance - diversity * (its highest cosine with a hit already
     chosen). Relevance is the candidate's score scaled to 0..1 over `ranked` (so BM25 and fusion scores work as
     cosine does); `vectors` are the candidates' normalized vectors, row for row. Ties go to the better-ranked
-    candidate, so diversity 0 keeps `ranked`'s order."""
+    candidate, so diversity 0 keeps `ranked`'s order. `groups` (the candidates' translation groups, -1 for none)
+    makes two members of one group as redundant as identical texts (similarity 1): a translation's cosine to its
+    original can sit below that of two paragraphs on one topic, so at diversity 1 a second member of a chosen group
+    comes only when nothing else is left."""
     if diversity <= 0 or len(ranked) <= 1:
         return list(ranked[:n])
     scores = np.array([c.score for c in ranked], dtype=np.float64)
     span = scores.max() - scores.min()
     relevance = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
     sims = np.asarray(vectors, dtype=np.float64) @ np.asarray(vectors, dtype=np.float64).T
+    if groups is not None:
+        g = np.asarray(groups)
+        sims = np.where((g[:, None] == g[None, :]) & (g[:, None] >= 0), np.maximum(sims, 1.0), sims)
     nearest = np.full(len(ranked), -np.inf)  # highest similarity to a chosen hit; none chosen yet
     free = np.ones(len(ranked), dtype=bool)
     chosen: list[int] = []

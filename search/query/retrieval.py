@@ -108,7 +108,9 @@ class Retriever:
             ranked = order(top, store.keys_at([c.row for c in top]))
         if q.diversity:  # over whole pages from the top, so page 2 continues page 1's choices
             pool = ranked[: mmr_pool(q.offset + q.k)]
-            ranked = diversify(pool, store.vectors_at([c.row for c in pool]), q.diversity, q.offset + q.k)
+            rows_of = [c.row for c in pool]
+            groups = store.translation_groups()[rows_of] if store.has_translations else None
+            ranked = diversify(pool, store.vectors_at(rows_of), q.diversity, q.offset + q.k, groups)
         page = ranked[q.offset : q.offset + q.k]
         # text and the rest only for the hits returned (and their translations)
         passages = store.passages_at({r for c in page for r in (c.row, *c.translations)})

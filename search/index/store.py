@@ -39,8 +39,8 @@ import numpy as np
 
 from search.config import FLAT_MAX, ZhTokenizer
 from search.errors import BadInput, IndexCorrupt, IndexNotFound, NotFound
+from search.index import durable, writers
 from search.index import vectors as vi
-from search.index import writers
 from search.index.centering import Centering
 from search.index.lexical import LexicalIndex
 from search.index.translations import TranslationGroups
@@ -138,9 +138,12 @@ def write_build(
             staging, build_id, articles, passages, raw, centering, manifest, plan, options, zh_tokenizer, probes,
             translations,
         )  # fmt: skip
+        # On disk before it gets its final name: a rename the disk keeps must not name files it lost.
+        durable.sync_tree(staging)
         final = builds / build_id
         writers.reached("rename")
         os.replace(staging, final)
+        durable.sync_dir(builds)
     except BaseException:
         # A live process's staging folder is not cleared by the next writer, so a failed write (say, in a server
         # that keeps running) clears its own.
@@ -238,7 +241,8 @@ def _write_files(
 
 
 def publish(index_dir: Path, folder: Path) -> None:
-    """Point `current` at a finished build with one atomic rename, then delete every build but it and the one it
+    """Point `current` at a finished build with one atomic rename, synced to disk (when this returns the write may
+    be acknowledged: a crash, even a power cut, leaves it published), then delete every build but it and the one it
     replaces (which a server may still serve until its next reload)."""
     link = index_dir / "current"
     replaced = current_build(index_dir)
@@ -247,6 +251,9 @@ def publish(index_dir: Path, folder: Path) -> None:
     tmp.symlink_to(folder.relative_to(index_dir))
     writers.reached("swap")
     os.replace(tmp, link)
+    durable.sync_dir(index_dir)
+    if replaced is None:  # the first build: the index folder itself may be new in its parent
+        durable.sync_dir(index_dir.resolve().parent)
     keep = {folder.resolve(), replaced}
     builds = index_dir / "builds"
     # Each old build is first renamed out of sight (one atomic step), so a writer killed while deleting leaves a
@@ -260,6 +267,9 @@ def publish(index_dir: Path, folder: Path) -> None:
     writers.reached("prune")
     for gone in trash:
         shutil.rmtree(gone, ignore_errors=True)
+    # Deletions are not synced: an old build a crash brings back is pruned by the next write, a trash folder is
+    # cleared as a dead writer's.
+    writers.reached("done")
 
 
 def discard(folder: Path) -> None:

@@ -167,6 +167,11 @@ class Settings(BaseSettings):
         description="seconds a writer (search index, search remove, a server's PUT/DELETE) waits for another writer "
         "of the same index folder before failing with index_busy (exit code 9, HTTP 409); 0: fail at once",
     )
+    snapshot_dir: Path | None = Field(
+        None,
+        description="the folder POST /admin/snapshot writes snapshots into, each in a new subfolder named by the "
+        "caller; unset: snapshots over HTTP are off (`search snapshot` takes any path)",
+    )
     watch_seconds: float = Field(2.0, description="how often the server checks for a newly published index; 0: never")
     host: str = "127.0.0.1"
     port: int = 8000

@@ -85,7 +85,7 @@ def _row_in(n: int) -> str:
     return f"row IN ({','.join('?' * n)})"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -235,7 +235,7 @@ def _write_files(
         "lexical": lexical.describe(),
         # Builds without this entry have no groups: every search runs as translations=off.
         "translations": None if translations is None else translations.describe(),
-        "files": {str(f.relative_to(folder)): _sha256(f) for f in sorted(folder.rglob("*")) if f.is_file()},
+        "files": {str(f.relative_to(folder)): file_sha256(f) for f in sorted(folder.rglob("*")) if f.is_file()},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
 
@@ -296,7 +296,7 @@ class Store:
             path = folder / name
             if not path.is_file():
                 raise IndexCorrupt(f"{path} is missing; rebuild the index with `search index`")
-            if verify and _sha256(path) != checksum:
+            if verify and file_sha256(path) != checksum:
                 raise IndexCorrupt(f"{path} does not match its checksum in the manifest; rebuild the index")
         try:
             self.index = faiss.read_index(str(folder / "vectors.faiss"))

@@ -160,7 +160,7 @@ class Settings(BaseSettings):
         description="with Ray, an ivf_pq_sq8 index of at least this many vectors is trained on the driver and its "
         "adds run in ray_concurrency shards on workers, merged (hnsw_sq8 cannot be merged: always one process)",
     )
-    writes: bool = Field(False, description="allow PUT/DELETE /articles and POST /admin/reload")
+    writes: bool = Field(False, description="allow PUT/DELETE /articles, POST /admin/reload and POST /admin/snapshot")
     write_lock_timeout: float = Field(
         600.0,
         ge=0,

@@ -15,8 +15,10 @@ Layout of an index folder:
       embeddings.sqlite                 embedding cache shared by all builds
 
 A build is written into its own hidden folder and only then becomes `current`, so a failed or killed build leaves
-the previous index untouched and loadable. Writers hold the folder's lock and name what they have not published
-yet after themselves (`search/index/writers.py`); the next writer clears what a dead one left.
+the previous index untouched and loadable; its files are synced to disk before each rename, and each rename after
+it (`search/index/durable.py`), so a write that has returned survives a crash. Writers hold the folder's lock and
+name what they have not published yet after themselves (`search/index/writers.py`); the next writer clears what a
+dead one left.
 """
 
 from __future__ import annotations

@@ -267,7 +267,8 @@ def create_app(
 
     @app.put("/articles/{article_id:path}", response_model=WriteOut, responses=_WRITE_ERRORS, summary="Add or replace")
     def put_article(svc: WriterDep, article_id: str, body: ArticleIn) -> WriteOut:
-        """Upsert one article. The write is visible atomically when the call returns; searches never wait."""
+        """Upsert one article. The write is visible atomically, and synced to disk, when the call returns; searches
+        never wait."""
         article = Article(article_id, body.title or article_id, body.text, "api", body.metadata)
         return written(svc.upsert_article(article))
 

@@ -248,11 +248,11 @@ class SnapshotIn(BaseModel):
 class SnapshotOut(BaseModel):
     path: str = Field(description="where the snapshot is, on the server: an index folder `search serve` can use")
     build_id: str = Field(description="the published build it copies")
-    files: int
-    bytes: int
+    files: int = Field(description="files in the snapshot's build, its manifest included")
+    bytes: int = Field(description="their total size (hard-linked files take no new space)")
     linked: int = Field(description="files hard-linked to the build's (builds are never changed)")
     copied: int = Field(description="files copied, where the file system cannot hard-link")
-    seconds: float
+    seconds: float = Field(description="time taken, checking every file against the manifest included")
 
 
 class EmbeddingsRequest(BaseModel):

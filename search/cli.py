@@ -85,6 +85,24 @@ def remove(
     _report_build(_service(settings).remove_articles(article_ids), settings, as_json)
 
 
+@app.command()
+def snapshot(
+    out: Annotated[Path, typer.Argument(help="a new (or empty) folder for the copy")],
+    index: IndexOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+) -> None:
+    """Copy the published build into OUT, consistent and self-contained (hard links where possible): a backup, or an
+    index folder that `search serve --index OUT` and `search query --index OUT` use as is."""
+    settings = _settings(index)
+    summary = _service(settings).snapshot(out)
+    line = (
+        f"snapshot of build {summary.build_id} from {settings.index_dir}/ -> {out}/: {summary.files} files, "
+        f"{summary.bytes / 1e6:.1f} MB ({summary.linked} linked, {summary.copied} copied), verified, "
+        f"in {summary.seconds:.2f}s"
+    )
+    _finish(line, summary.as_dict(), as_json)
+
+
 def _stages(stages: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}s" for k, v in stages.items())
 

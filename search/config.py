@@ -160,12 +160,17 @@ class Settings(BaseSettings):
         description="with Ray, an ivf_pq_sq8 index of at least this many vectors is trained on the driver and its "
         "adds run in ray_concurrency shards on workers, merged (hnsw_sq8 cannot be merged: always one process)",
     )
-    writes: bool = Field(False, description="allow PUT/DELETE /articles and POST /admin/reload")
+    writes: bool = Field(False, description="allow PUT/DELETE /articles, POST /admin/reload and POST /admin/snapshot")
     write_lock_timeout: float = Field(
         600.0,
         ge=0,
         description="seconds a writer (search index, search remove, a server's PUT/DELETE) waits for another writer "
         "of the same index folder before failing with index_busy (exit code 9, HTTP 409); 0: fail at once",
+    )
+    snapshot_dir: Path | None = Field(
+        None,
+        description="the folder POST /admin/snapshot writes snapshots into, each in a new subfolder named by the "
+        "caller; unset: snapshots over HTTP are off (`search snapshot` takes any path)",
     )
     watch_seconds: float = Field(2.0, description="how often the server checks for a newly published index; 0: never")
     host: str = "127.0.0.1"

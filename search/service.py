@@ -4,6 +4,7 @@ queries to `search.query`, builds to `search.index` and reports to `search.repor
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from search.config import Settings, load_settings
-from search.errors import BadInput, IndexMismatch, NotFound
+from search.errors import BadInput, Forbidden, IndexMismatch, NotFound
 from search.index.build import BuildSummary, PassageEncoder, build_from_articles, build_index, precision_of
 from search.index.distributed import embed_on_ray, parallel_adder
 from search.index.meanbank import MeanBank, cache_path, compute_bank, find_bank, read_texts
+from search.index.snapshot import SnapshotSummary, take_snapshot
 from search.index.store import Store, VectorIndexOptions, current_build, read_manifest
 from search.index.writers import writer_lock
 from search.ingest.language import LanguageDetector
@@ -33,6 +35,9 @@ from search.reports.distributed import knn_on_ray
 from search.reports.run import ReportOptions, ReportSummary, run_report
 
 log = logging.getLogger(__name__)
+
+# A snapshot's name over HTTP: one plain folder name, so that it cannot leave SEARCH_SNAPSHOT_DIR nor be hidden.
+_SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class SearchService:
@@ -253,6 +258,30 @@ class SearchService:
             return VectorIndexOptions(s.flat_max, s.memory_budget_mb, s.target_recall)
         adder = parallel_adder(s.ray_address, s.ray_concurrency)
         return VectorIndexOptions(s.flat_max, s.memory_budget_mb, s.target_recall, adder, s.ray_add_min)
+
+    # Snapshots
+
+    def snapshot(self, out: Path, index_dir: Path | None = None) -> SnapshotSummary:
+        """A consistent, self-contained copy of the published build in `out` (absent or empty), loadable as an index
+        folder; hard links where the file system allows (search/index/snapshot.py). Takes no writer lock."""
+        return take_snapshot(index_dir or self.settings.index_dir, out)
+
+    def snapshot_named(self, name: str) -> SnapshotSummary:
+        """A snapshot into SEARCH_SNAPSHOT_DIR/<name>, for callers that must not choose a path (the HTTP API)."""
+        root = self.settings.snapshot_dir
+        if root is None:
+            raise Forbidden(
+                "snapshots over HTTP are off: set SEARCH_SNAPSHOT_DIR to the folder they go into, or run "
+                "`search snapshot --index DIR OUT` on the server"
+            )
+        if not _SNAPSHOT_NAME.fullmatch(name):
+            raise BadInput(
+                f"snapshot name {name!r}: one folder name of letters, digits, '.', '_' and '-' (at most 100, not "
+                "starting with '.' or '-'), e.g. 2025-06-01-nightly"
+            )
+        if not root.is_dir():
+            raise BadInput(f"SEARCH_SNAPSHOT_DIR {root}/ is not a folder; create it or point the setting elsewhere")
+        return self.snapshot(root / name)
 
     # Reads
 

@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from benchmarks.bench_durable import measure
 from benchmarks.ir_metrics import distinct, mrr, ndcg, recall, score
 from benchmarks.xquad import article_id, load
 
@@ -146,3 +148,10 @@ def test_bench_precision_quick_runs(tmp_path: Path) -> None:
         assert set(r["cosine_to_fp32"]) == {"short", "long", "mixed", "over_window"}
     assert all(c["min"] > 0.999 for c in rows["fp32"]["cosine_to_fp32"].values())
     assert f"| fp32 (fp32) | {rows['fp32']['passages_per_second']} | 1.00x" in stdout
+
+
+def test_bench_durable_measures_the_syncs_of_a_tiny_build() -> None:
+    r = measure(30, 1, np.random.default_rng(0))
+    assert r["passages"] == 30 and r["build_mb"] >= 0
+    assert 0 < r["fsync_s"] <= r["write_publish_s"] and 0 < r["fsync_share"] <= 1
+    assert r["snapshot_s"] > 0 and r["snapshot_linked"] > 0

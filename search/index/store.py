@@ -15,8 +15,10 @@ Layout of an index folder:
       embeddings.sqlite                 embedding cache shared by all builds
 
 A build is written into its own hidden folder and only then becomes `current`, so a failed or killed build leaves
-the previous index untouched and loadable. Writers hold the folder's lock and name what they have not published
-yet after themselves (`search/index/writers.py`); the next writer clears what a dead one left.
+the previous index untouched and loadable; its files are synced to disk before each rename, and each rename after
+it (`search/index/durable.py`), so a write that has returned survives a crash. Writers hold the folder's lock and
+name what they have not published yet after themselves (`search/index/writers.py`); the next writer clears what a
+dead one left.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ import numpy as np
 
 from search.config import FLAT_MAX, ZhTokenizer
 from search.errors import BadInput, IndexCorrupt, IndexNotFound, NotFound
+from search.index import durable, writers
 from search.index import vectors as vi
-from search.index import writers
 from search.index.centering import Centering
 from search.index.lexical import LexicalIndex
 from search.index.translations import TranslationGroups
@@ -85,7 +87,7 @@ def _row_in(n: int) -> str:
     return f"row IN ({','.join('?' * n)})"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -138,9 +140,12 @@ def write_build(
             staging, build_id, articles, passages, raw, centering, manifest, plan, options, zh_tokenizer, probes,
             translations,
         )  # fmt: skip
+        # On disk before it gets its final name: a rename the disk keeps must not name files it lost.
+        durable.sync_tree(staging)
         final = builds / build_id
         writers.reached("rename")
         os.replace(staging, final)
+        durable.sync_dir(builds)
     except BaseException:
         # A live process's staging folder is not cleared by the next writer, so a failed write (say, in a server
         # that keeps running) clears its own.
@@ -232,13 +237,14 @@ def _write_files(
         "lexical": lexical.describe(),
         # Builds without this entry have no groups: every search runs as translations=off.
         "translations": None if translations is None else translations.describe(),
-        "files": {str(f.relative_to(folder)): _sha256(f) for f in sorted(folder.rglob("*")) if f.is_file()},
+        "files": {str(f.relative_to(folder)): file_sha256(f) for f in sorted(folder.rglob("*")) if f.is_file()},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def publish(index_dir: Path, folder: Path) -> None:
-    """Point `current` at a finished build with one atomic rename, then delete every build but it and the one it
+    """Point `current` at a finished build with one atomic rename, synced to disk (when this returns the write may
+    be acknowledged: a crash, even a power cut, leaves it published), then delete every build but it and the one it
     replaces (which a server may still serve until its next reload)."""
     link = index_dir / "current"
     replaced = current_build(index_dir)
@@ -247,6 +253,9 @@ def publish(index_dir: Path, folder: Path) -> None:
     tmp.symlink_to(folder.relative_to(index_dir))
     writers.reached("swap")
     os.replace(tmp, link)
+    durable.sync_dir(index_dir)
+    if replaced is None:  # the first build: the index folder itself may be new in its parent
+        durable.sync_dir(index_dir.resolve().parent)
     keep = {folder.resolve(), replaced}
     builds = index_dir / "builds"
     # Each old build is first renamed out of sight (one atomic step), so a writer killed while deleting leaves a
@@ -260,6 +269,9 @@ def publish(index_dir: Path, folder: Path) -> None:
     writers.reached("prune")
     for gone in trash:
         shutil.rmtree(gone, ignore_errors=True)
+    # Deletions are not synced: an old build a crash brings back is pruned by the next write, a trash folder is
+    # cleared as a dead writer's.
+    writers.reached("done")
 
 
 def discard(folder: Path) -> None:
@@ -286,7 +298,7 @@ class Store:
             path = folder / name
             if not path.is_file():
                 raise IndexCorrupt(f"{path} is missing; rebuild the index with `search index`")
-            if verify and _sha256(path) != checksum:
+            if verify and file_sha256(path) != checksum:
                 raise IndexCorrupt(f"{path} does not match its checksum in the manifest; rebuild the index")
         try:
             self.index = faiss.read_index(str(folder / "vectors.faiss"))

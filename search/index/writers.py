@@ -36,9 +36,10 @@ LOCK = ".writer.lock"
 OWNER = ".writer.json"
 
 # The steps of publishing a build, in order (store.write_build and store.publish): writing the files into the
-# hidden staging folder, renaming it to its final name, swapping `current`, deleting builds older than the kept ones.
-Step = Literal["write", "rename", "swap", "prune"]
-STEPS: tuple[Step, ...] = ("write", "rename", "swap", "prune")
+# hidden staging folder, renaming it to its final name, swapping `current`, deleting builds older than the kept ones,
+# and done: published and synced to disk, so the writer may answer (the write is acknowledged after this point).
+Step = Literal["write", "rename", "swap", "prune", "done"]
+STEPS: tuple[Step, ...] = ("write", "rename", "swap", "prune", "done")
 
 Kind = Literal["tmp", "current", "trash"]
 _OWNED = re.compile(r"^\.(?P<kind>tmp|current|trash)-(?P<id>.+)-(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)$")

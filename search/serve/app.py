@@ -44,6 +44,8 @@ from search.serve.schemas import (
     SearchResponse,
     SimilarArticlesOut,
     SimilarPassagesOut,
+    SnapshotIn,
+    SnapshotOut,
     WriteOut,
     written,
 )
@@ -73,6 +75,8 @@ WriterDep = Annotated[SearchService, Depends(writes_enabled)]
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (404, 422, 503)}
 # A write also answers 409 index_busy when another writer holds the index folder past SEARCH_WRITE_LOCK_TIMEOUT.
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {**_ERRORS, 409: {"model": ErrorOut}}
+# A snapshot answers 403 forbidden when SEARCH_SNAPSHOT_DIR is unset (snapshots over HTTP are off).
+_SNAPSHOT_ERRORS: dict[int | str, dict[str, Any]] = {**_ERRORS, 403: {"model": ErrorOut}}
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -263,7 +267,8 @@ def create_app(
 
     @app.put("/articles/{article_id:path}", response_model=WriteOut, responses=_WRITE_ERRORS, summary="Add or replace")
     def put_article(svc: WriterDep, article_id: str, body: ArticleIn) -> WriteOut:
-        """Upsert one article. The write is visible atomically when the call returns; searches never wait."""
+        """Upsert one article. The write is visible atomically, and synced to disk, when the call returns; searches
+        never wait."""
         article = Article(article_id, body.title or article_id, body.text, "api", body.metadata)
         return written(svc.upsert_article(article))
 
@@ -275,6 +280,12 @@ def create_app(
     def reload(svc: WriterDep) -> ReloadOut:
         reloaded = svc.reload()
         return ReloadOut(reloaded=reloaded, build_id=svc.store.build_id)
+
+    @app.post("/admin/snapshot", response_model=SnapshotOut, responses=_SNAPSHOT_ERRORS, summary="Snapshot the index")
+    def snapshot(svc: WriterDep, body: SnapshotIn) -> SnapshotOut:
+        """Copy the published build into SEARCH_SNAPSHOT_DIR/<name>, consistent (one build, checked against its
+        manifest) and self-contained: an index folder `search serve --index` uses as is. Writes keep going."""
+        return SnapshotOut(**svc.snapshot_named(body.name).as_dict())
 
     app.include_router(report_router)
     app.mount("/mcp", mcp_app)

@@ -235,6 +235,26 @@ class ReloadOut(BaseModel):
     build_id: str
 
 
+class SnapshotIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "2025-06-01-nightly"}]})
+
+    name: str = Field(
+        description="the snapshot's folder, created inside SEARCH_SNAPSHOT_DIR: letters, digits, '.', '_', '-'; "
+        "it must not exist yet (or be empty)",
+        max_length=100,
+    )
+
+
+class SnapshotOut(BaseModel):
+    path: str = Field(description="where the snapshot is, on the server: an index folder `search serve` can use")
+    build_id: str = Field(description="the published build it copies")
+    files: int = Field(description="files in the snapshot's build, its manifest included")
+    bytes: int = Field(description="their total size (hard-linked files take no new space)")
+    linked: int = Field(description="files hard-linked to the build's (builds are never changed)")
+    copied: int = Field(description="files copied, where the file system cannot hard-link")
+    seconds: float = Field(description="time taken, checking every file against the manifest included")
+
+
 class EmbeddingsRequest(BaseModel):
     """OpenAI's embeddings request (`openai.embeddings.create`, LangChain's OpenAIEmbeddings, LlamaIndex's
     OpenAIEmbedding), plus `input_type`."""

@@ -87,17 +87,17 @@ def run_speed(
     for name in runtimes:
         before = rss_mb()["VmRSS"]
         start = time.perf_counter()
-        r = candidate(name, settings.model_copy(update={"batch_size": batch_size}), out / "precision-runtimes")
-        embedders[name] = r
+        extra = candidate(name, settings.model_copy(update={"batch_size": batch_size}), out / "precision-runtimes")
+        embedders[name] = extra
         rows[name] = {
             "profile": name,
-            "ran_as": r.backend,
+            "ran_as": extra.backend,
             "fallback": "",
-            "fingerprint": r.fingerprint,
+            "fingerprint": extra.fingerprint,
             "load_seconds": round(time.perf_counter() - start, 2),
             "rss_added_at_load_mb": round(rss_mb()["VmRSS"] - before, 1),
         }
-        r.encode(data["paragraphs"][:batch_size], query=False)
+        extra.encode(data["paragraphs"][:batch_size], query=False)
     names: list[str] = list(embedders)
     single: dict[str, list[float]] = {p: [] for p in names}
     for i, q in enumerate(data["questions"]):

@@ -78,4 +78,6 @@ def candidate(name: str, settings: Settings, out: Path) -> OnnxEmbedder:
 
         e._session = cpu_session(ort, graph, settings.threads)
     e.backend = name
+    # Not the fp32 graph's fingerprint: these vectors differ from it, and must never share its cache entries.
+    e.fingerprint = f"{e.fingerprint}+bench-{name}"
     return e

@@ -8,7 +8,9 @@ keeps the questions' vectors in `queries.npz`). When the mean
 bank has query means, each centered index is asked again with `query_means` the other way (same build, another
 service), for the passage-means against query-means comparison; the main tables are the configured way.
 `--limit 120 --every-question` (`make eval-quick`) is the held-out subset for it: the shipped bank's query means
-come from the questions about paragraphs 120-239 only.
+come from the questions about paragraphs 120-239 only. `--query-means-folds 2` measures them on the full set without
+leakage: each half's questions are asked of an index whose bank has query means from the other half's questions
+(benchmarks.eval_folds), and the passage-means side is asked with passage means whatever the setting.
 """
 
 from __future__ import annotations

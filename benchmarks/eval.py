@@ -8,7 +8,9 @@ keeps the questions' vectors in `queries.npz`). When the mean
 bank has query means, each centered index is asked again with `query_means` the other way (same build, another
 service), for the passage-means against query-means comparison; the main tables are the configured way.
 `--limit 120 --every-question` (`make eval-quick`) is the held-out subset for it: the shipped bank's query means
-come from the questions about paragraphs 120-239 only.
+come from the questions about paragraphs 120-239 only. `--query-means-folds 2` measures them on the full set without
+leakage: each half's questions are asked of an index whose bank has query means from the other half's questions
+(benchmarks.eval_folds), and the passage-means side is asked with passage means whatever the setting.
 """
 
 from __future__ import annotations
@@ -19,19 +21,21 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.eval_folds import Folds, ask_folds, fold_banks
 from benchmarks.eval_report import render
 from benchmarks.eval_translations import render_translations, run_translations
 from benchmarks.ir_metrics import distinct, score
 from benchmarks.machine import load_average, machine_info
 from benchmarks.xquad import EVAL_LANGS, Question, XQuAD, lang_of, load, write_corpus
 from search.config import Precision, Settings
+from search.index.meanbank import find_bank
 from search.model.embedders import Embedder
 from search.records import MODES, Mode, SearchQuery, SearchResult
 from search.service import SearchService
@@ -127,21 +131,22 @@ def own_language_share(rankings: Sequence[Sequence[str]], lang: str) -> float:
 
 
 def evaluate_pool(
-    svc: SearchService,
+    asker: Callable[[Sequence[Question]], list[SearchResult]],
     pool: Pool,
     xq: XQuAD,
     centering: bool,
-    batch: int,
-    mode: Mode | None,
     query_langid: dict[str, float],
     query_means: bool = False,
+    folds: int = 0,
 ) -> list[dict[str, Any]]:
+    """Every query language's figures on one index; `asker` asks the questions (of one service, or of the
+    query-means folds' services)."""
     rows = []
     sizes = {lang: len(xq.paragraphs[lang]) for lang in pool.langs}
     for qlang in pool.query_langs:
         questions = xq.questions[qlang]
         start = time.perf_counter()
-        results = ask(svc, questions, batch, mode)
+        results = asker(questions)
         rankings = [distinct((h.passage.article_id for h in r.hits), 10) for r in results]
         scores = score(rankings, [q.relevant(pool.langs) for q in questions])
         row: dict[str, Any] = {
@@ -150,6 +155,7 @@ def evaluate_pool(
             "query_lang": qlang,
             "centering": centering,
             "query_means": query_means,
+            **({"query_means_folds": folds} if folds else {}),
             **scores.as_dict(),
             "seconds": round(time.perf_counter() - start, 2),
         }
@@ -193,9 +199,11 @@ def run(
     precision: Precision | None = None,
     only: str | None = None,
     every_question: bool = False,
+    query_means_folds: int = 0,
 ) -> dict[str, Any]:
     """Every task's figures; `precision` overrides SEARCH_PRECISION (benchmarks.bench_precision compares them);
-    `only="translations"` runs the translations table alone."""
+    `only="translations"` runs the translations table alone; `query_means_folds` K measures query means
+    cross-fitted (benchmarks.eval_folds) instead of with the bank's own."""
     started = time.perf_counter()
     info = machine_info()
     xq = load(langs, limit, every_question=every_question)
@@ -208,10 +216,25 @@ def run(
     tasks: list[dict[str, Any]] = []
     query_langid: dict[str, float] = {}
     passages_langid: dict[str, Any] = {}
+    folds, fold_bank_paths = None, []
+    if query_means_folds and only is None:
+        folds = Folds(query_means_folds, len(next(iter(xq.paragraphs.values()))))
+        bank = find_bank(boot.settings.mean_bank, memo.fingerprint, boot.settings.cache_dir)
+        if not bank.query_means:
+            raise SystemExit("--query-means-folds: the mean bank has no query means (SEARCH_MEAN_BANK)")
+        # Every language of the bank: a question's translations must stay out of its fold's means too.
+        trainers = load(sorted(bank.query_means), limit, every_question=True).questions
+        fold_bank_paths = fold_banks(bank, folds, trainers, memo, out / "meanbanks")
+
+    def asker(svc: SearchService) -> Callable[[Sequence[Question]], list[SearchResult]]:
+        return lambda questions: ask(svc, questions, batch, mode)
+
     for pool in pools(langs) if only is None else []:
         for centering in (False, True):
             index_dir = out / "indexes" / f"{pool.name}-{'centered' if centering else 'raw'}"
             settings = Settings(index_dir=index_dir, centering=centering, embedding_cache=cache, **extra)
+            if folds is not None:  # passage means here; query means only through the folds, never leaked
+                settings = settings.model_copy(update={"query_means": False})
             svc = SearchService(settings, embedder=memo, detector=detector)
             summary = svc.build([files[lang] for lang in pool.langs])
             svc.load()
@@ -219,13 +242,33 @@ def run(
             if pool.name == "mixed" or len(langs) == 1:
                 passages_langid = passage_langid(svc)
             default = settings.query_means
-            tasks.extend(evaluate_pool(svc, pool, xq, centering, batch, mode, query_langid, default))
-            if centering and svc.store.centering.query_offsets:
+            tasks.extend(evaluate_pool(asker(svc), pool, xq, centering, query_langid, default))
+            if centering and folds is not None:
+                fold_svcs = []
+                for fold, path in enumerate(fold_bank_paths):
+                    fold_settings = settings.model_copy(
+                        update={
+                            "index_dir": Path(f"{index_dir}-qfold{fold}"),
+                            "mean_bank": str(path),
+                            "query_means": True,
+                        }
+                    )
+                    fold_svc = SearchService(fold_settings, embedder=memo, detector=detector)
+                    summary = fold_svc.build([files[lang] for lang in pool.langs])
+                    fold_svc.load()
+                    builds.append({"pool": pool.name, "centering": centering, "fold": fold, **summary.as_dict()})
+                    fold_svcs.append(fold_svc)
+
+                def folded(questions: Sequence[Question], svcs: list[SearchService] = fold_svcs) -> list[SearchResult]:
+                    return ask_folds(svcs, folds, questions, lambda s, qs: ask(s, qs, batch, mode))
+
+                tasks.extend(evaluate_pool(folded, pool, xq, centering, query_langid, True, folds.k))
+            elif centering and svc.store.centering.query_offsets:
                 other = SearchService(
                     settings.model_copy(update={"query_means": not default}), embedder=memo, detector=detector
                 )
                 other.load()
-                tasks.extend(evaluate_pool(other, pool, xq, centering, batch, mode, query_langid, not default))
+                tasks.extend(evaluate_pool(asker(other), pool, xq, centering, query_langid, not default))
     translations = None
     if set(REFERENCE_POOL) <= set(langs):
         translations = run_translations(xq, files, cache, out, memo, detector, mode, batch)
@@ -246,6 +289,7 @@ def run(
             "precision": boot.settings.precision,
             "centering_min_passages": boot.settings.centering_min_passages,
             "query_means": boot.settings.query_means,
+            "query_means_folds": query_means_folds,
             "detector_languages": boot.settings.languages,
         },
         "tasks": tasks,
@@ -265,6 +309,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="with --limit N: every question about the N paragraphs, not N of them (--limit 120: about 600 per "
         "language, none of them in the shipped bank's query means)",
+    )
+    parser.add_argument(
+        "--query-means-folds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="measure query means cross-fitted: K folds of paragraphs, each fold's questions centered with query "
+        "means from the other folds' questions (2 on the full set: no leakage) [default: the bank's own]",
     )
     parser.add_argument("--out", type=Path, default=Path("eval-results"), help="output folder [default: %(default)s]")
     parser.add_argument(
@@ -287,7 +339,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     mode: Mode | None = None if args.mode == "default" else args.mode
-    results = run(langs, args.limit, args.out, args.batch, mode, only=args.only, every_question=args.every_question)
+    results = run(
+        langs,
+        args.limit,
+        args.out,
+        args.batch,
+        mode,
+        only=args.only,
+        every_question=args.every_question,
+        query_means_folds=args.query_means_folds,
+    )
     name = "eval" if args.only is None else f"eval-{args.only}"
     (args.out / f"{name}.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     if args.only == "translations":

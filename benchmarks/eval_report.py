@@ -65,6 +65,21 @@ def query_means_table(result: dict[str, Any]) -> str:
     return table(["task (centered, nDCG@10)", "passage means", "query means", "change"], rows)
 
 
+def _query_means_source(cfg: dict[str, Any]) -> str:
+    folds = cfg.get("query_means_folds", 0)
+    if folds:
+        return (
+            f"Query means cross-fitted in {folds} folds of paragraphs: each question is centered with query means "
+            "from the questions about the other folds' paragraphs only (in every language), passage means as "
+            "shipped, so no question is centered with a mean it helped to make (docs/quality.md#query-side-means)."
+        )
+    return (
+        "The shipped bank's query means come from XQuAD questions about paragraphs 120-239: only a run with "
+        "`--limit 120` or less is held out from them; `--query-means-folds 2` measures the full set without "
+        "leakage (docs/quality.md#query-side-means)."
+    )
+
+
 def monolingual(tasks: dict[tuple[str, str, bool], dict[str, Any]], langs: list[str]) -> str:
     header = ["lang", "queries"]
     header += [f"{name} {mode}" for key, name in METRICS for _, mode in MODES]
@@ -171,9 +186,7 @@ def render(result: dict[str, Any]) -> str:
             "Centered indexes asked twice: queries centered with their language's passage mean "
             "(`SEARCH_QUERY_MEANS=false`, the default) and with its query mean (`SEARCH_QUERY_MEANS=true`: the "
             "passage mean moved by the mean bank's query offset); the tables above are "
-            f"{'query' if cfg.get('query_means') else 'passage'} means. The shipped bank's query means come from "
-            "XQuAD questions about paragraphs 120-239: only a run with `--limit 120` or less is held out from them "
-            "(docs/quality.md#query-side-means).",
+            f"{'query' if cfg.get('query_means') else 'passage'} means. " + _query_means_source(cfg),
             query_means_table(result),
         ]
     parts += [

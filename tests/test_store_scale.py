@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from search.config import Settings
 from search.errors import BadInput
 from search.index import vectors as vi
-from search.index.store import MANIFEST, RAW, _sha256, current_build
+from search.index.store import MANIFEST, RAW, current_build, file_sha256
 from search.ingest.language import LanguageDetector
 from search.records import Hit, SearchQuery
 from search.reports.run import centered_vectors
@@ -221,7 +221,9 @@ def test_a_build_from_before_the_vector_index_entry_still_loads_and_searches(
     for key in ("vector_index", "raw_vectors"):
         del manifest[key]
     manifest["files"] = {
-        str(f.relative_to(folder)): _sha256(f) for f in sorted(folder.rglob("*")) if f.is_file() and f.name != MANIFEST
+        str(f.relative_to(folder)): file_sha256(f)
+        for f in sorted(folder.rglob("*"))
+        if f.is_file() and f.name != MANIFEST
     }
     (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
 

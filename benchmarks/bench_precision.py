@@ -7,6 +7,8 @@ embedder added when it loaded, and the cosine of each profile's vectors to fp32'
 ones (paragraphs), mixed-language ones and texts over the model's window. `--ndcg` also runs `benchmarks.eval`
 (dense, every task) once per profile and compares each task's nDCG@10 with fp32's. `--sensitivity` quantizes one
 dense layer at a time and prints the cosine to fp32: how INT8_KEEP in search/model/precision.py was chosen.
+`--runtimes` adds rows for candidates outside torch (benchmarks.precision_runtimes: ONNX Runtime int8 with or
+without INT8_KEEP, OpenVINO), taking the same turns on the same texts, their cosines also to torch's fp32.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from benchmarks import eval as quality
 from benchmarks.bench_backends import QUERY_BATCH, interleave
 from benchmarks.bench_query import percentiles
 from benchmarks.machine import load_average, machine_info, machine_markdown, rss_mb
+from benchmarks.precision_runtimes import RUNTIMES, candidate
 from benchmarks.xquad import EVAL_LANGS, load
 from search.config import Precision, Settings
-from search.model.embedders import SentenceTransformerEmbedder, embedder_for
+from search.model.embedders import Embedder, SentenceTransformerEmbedder, embedder_for
 from search.model.packed import LINEAR_NAMES, PackedBert
 
 log = logging.getLogger("benchmarks.bench_precision")
@@ -59,10 +62,12 @@ def rotate(names: Sequence[str], i: int) -> list[str]:
     return [*names[i % len(names) :], *names[: i % len(names)]]
 
 
-def run_speed(n_queries: int, n_passages: int, rounds: int, batch_size: int) -> dict[str, Any]:
+def run_speed(
+    n_queries: int, n_passages: int, rounds: int, batch_size: int, runtimes: Sequence[str] = (), out: Path = Path()
+) -> dict[str, Any]:
     data = texts(LANGS, n_queries, n_passages)
     settings = Settings()
-    embedders: dict[str, SentenceTransformerEmbedder] = {}
+    embedders: dict[str, Embedder] = {}
     rows: dict[str, dict[str, Any]] = {}
     for profile in PROFILES:
         before = rss_mb()["VmRSS"]
@@ -79,7 +84,21 @@ def run_speed(n_queries: int, n_passages: int, rounds: int, batch_size: int) -> 
             "rss_added_at_load_mb": round(rss_mb()["VmRSS"] - before, 1),
         }
         e.encode(data["paragraphs"][:batch_size], query=False)  # warm-up: first calls allocate
-    names: list[str] = list(PROFILES)
+    for name in runtimes:
+        before = rss_mb()["VmRSS"]
+        start = time.perf_counter()
+        extra = candidate(name, settings.model_copy(update={"batch_size": batch_size}), out / "precision-runtimes")
+        embedders[name] = extra
+        rows[name] = {
+            "profile": name,
+            "ran_as": extra.backend,
+            "fallback": "",
+            "fingerprint": extra.fingerprint,
+            "load_seconds": round(time.perf_counter() - start, 2),
+            "rss_added_at_load_mb": round(rss_mb()["VmRSS"] - before, 1),
+        }
+        extra.encode(data["paragraphs"][:batch_size], query=False)
+    names: list[str] = list(embedders)
     single: dict[str, list[float]] = {p: [] for p in names}
     for i, q in enumerate(data["questions"]):
         for p in rotate(names, i):
@@ -250,6 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--profiles", default=",".join(PROFILES), help="--ndcg: the profiles evaluated [default: %(default)s]"
     )
     parser.add_argument("--sensitivity", action="store_true", help="also quantize one dense layer at a time")
+    parser.add_argument(
+        "--runtimes",
+        default="",
+        help=f"extra rows outside torch, comma-separated, from {','.join(RUNTIMES)} (OpenVINO rows need "
+        "`pip install openvino`) [default: none]",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder [default: %(default)s]")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
@@ -259,7 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine_info()}
     if args.passages:
-        results["speed"] = run_speed(args.queries, args.passages, args.rounds, args.batch_size)
+        runtimes = [r for r in args.runtimes.split(",") if r]
+        if unknown := set(runtimes) - set(RUNTIMES):
+            parser.error(f"--runtimes: unknown {', '.join(sorted(unknown))}; choose from {', '.join(RUNTIMES)}")
+        results["speed"] = run_speed(args.queries, args.passages, args.rounds, args.batch_size, runtimes, args.out)
     if args.sensitivity:
         results["sensitivity"] = run_sensitivity(min(args.passages, 48))
     if args.ndcg:

@@ -103,3 +103,24 @@ def test_an_index_built_with_one_backend_is_refused_by_another(  # type: ignore[
     torch_svc = SearchService(index_settings, embedder=torch_embedder)
     with pytest.raises(IndexMismatch, match="rebuild it"):
         torch_svc.load()
+
+
+def test_int8_keep_leaves_the_sensitive_layers_fp32(tmp_path, settings) -> None:  # type: ignore[no-untyped-def]
+    # benchmarks.precision_runtimes' onnx-int8-keep row: INT8_KEEP's layers, named as the exported graph names them,
+    # stay fp32 MatMul nodes while every other dense product becomes an int8 MatMulInteger.
+    import onnx
+
+    from benchmarks.precision_runtimes import keep_nodes
+    from search.model.embedders import make_embedder
+    from search.model.onnx import quantize_int8
+    from search.model.precision import INT8_KEEP
+
+    fp32 = make_embedder(settings.model, settings.cache_dir, "onnx").model_path  # type: ignore[attr-defined]
+    keep = keep_nodes(INT8_KEEP)
+    assert len(keep) == len(INT8_KEEP)
+    quantize_int8(fp32, tmp_path / "keep.onnx", keep=keep)
+    nodes = onnx.load(str(tmp_path / "keep.onnx"), load_external_data=False).graph.node
+    kinds = {n.name: n.op_type for n in nodes}
+    assert all(kinds.get(name) == "MatMul" for name in keep), {name: kinds.get(name) for name in keep}
+    # 12 layers of 6 dense products (query, key, value, attention output, up, down), less the kept ones.
+    assert sum(n.op_type == "MatMulInteger" for n in nodes) == 12 * 6 - len(keep)

@@ -120,20 +120,28 @@ def export_fp32(folder: Path, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def quantize_int8(source: Path, target: Path) -> None:
+def quantize_int8(source: Path, target: Path, *, keep: Sequence[str] = ()) -> None:
     """Dynamic quantization: int8 weights per output channel, activations quantized at run time.
 
     Per channel because per tensor loses more (on XQuAD paragraphs cosine to fp32 ~0.983-0.990 per tensor,
     ~0.995-0.997 per channel) for the same size and speed. Activations get one scale per tensor at run time,
     padding included, so an int8 vector depends slightly on the texts batched with it (cosine > 0.99 to itself
-    encoded alone); fp32 vectors do not.
+    encoded alone); fp32 vectors do not. Only products with a weight are quantized (ONNX Runtime's dynamic default,
+    MatMulConstBOnly), not attention's. `keep` names weight products left in fp32: the shipped onnx-int8 backend
+    keeps none; benchmarks.precision_runtimes measures keeping search/model/precision.py's INT8_KEEP.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     log.info("quantizing %s to int8 in %s (once)", source, target)
     tmp = _atomic_target(target)
     try:
-        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(
+            str(source),
+            str(tmp),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=list(keep),
+        )
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -162,6 +170,17 @@ def _max_tokens(folder: Path, tokenizer: Any) -> int:
     return int(min(int(limit), positions))
 
 
+def cpu_session(ort: Any, path: Path, threads: int) -> Any:
+    """An ONNX Runtime session on the CPU for `path` (`ort` is the onnxruntime module, imported by the caller)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # No busy-waiting between runs: on a shared machine a spinning pool takes the cores from everything else
+    # (torch, faiss, other processes) for nothing.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxEmbedder:
     """A local sentence-transformers folder run by ONNX Runtime on the CPU, fp32 or with int8 weights."""
 
@@ -187,13 +206,7 @@ class OnnxEmbedder:
 
         check_supported(folder)
         path = ensure_onnx_model(folder, fingerprint, cache_dir, quantized)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # No busy-waiting between runs: on a shared machine a spinning pool takes the cores from everything else
-        # (torch, faiss, other processes) for nothing.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session: Any = cpu_session(ort, path, threads)
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(folder))
         prompts = _read_json(folder / "config_sentence_transformers.json").get("prompts") or {}
         self.query_prompt = str(prompts.get("query") or "")

@@ -35,6 +35,8 @@ POOLS: dict[str, Pool] = {
 }
 RANDOM = [(200, 2), (150, 3), (1000, 2)]  # (vectors a language, languages)
 SEEDS = 5
+SMALL = [(10, 2), (20, 2), (50, 2), (30, 3), (100, 2)]  # small random corpora, SMALL_SEEDS of each
+SMALL_SEEDS = 40
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -98,6 +100,16 @@ def main() -> None:
             langs = np.repeat(np.array(LANGS[:n_langs]), n)
             found.append(len(build_pairs(x, langs, np.full(len(x), 100))[0]))
         print(f"  {n_langs} x {n}: {found}")
+    # Knockoff+ bounds the rate of false pairs among those found; where every pair is false, that is how often a
+    # corpus gets one at all.
+    print(f"small random corpora: how many of {SMALL_SEEDS} get any pair (seeds 1000-{999 + SMALL_SEEDS})")
+    for n, n_langs in SMALL:
+        hit = 0
+        for seed in range(1000, 1000 + SMALL_SEEDS):
+            x = unit(np.random.default_rng(seed).normal(size=(n * n_langs, 384)))
+            langs = np.repeat(np.array(LANGS[:n_langs]), n)
+            hit += len(build_pairs(x, langs, np.full(len(x), 100))[0]) > 0
+        print(f"  {n_langs} x {n}: {hit}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_durable import measure
+from benchmarks.eval_translation_null import build_pairs, centered, reports_pairs, unit
 from benchmarks.ir_metrics import distinct, mrr, ndcg, recall, score
 from benchmarks.xquad import article_id, load
 
@@ -148,6 +149,18 @@ def test_bench_precision_quick_runs(tmp_path: Path) -> None:
         assert set(r["cosine_to_fp32"]) == {"short", "long", "mixed", "over_window"}
     assert all(c["min"] > 0.999 for c in rows["fp32"]["cosine_to_fp32"].values())
     assert f"| fp32 (fp32) | {rows['fp32']['passages_per_second']} | 1.00x" in stdout
+
+
+def test_translation_null_counts_the_pairs_within_groups() -> None:
+    # 30 "paragraphs" in three "languages" (the same vector plus noise): a group of three versions holds three pairs
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(30, 64))
+    langs = np.repeat(np.array(["en", "zh", "ru"]), 30)
+    x = centered(unit(np.vstack([base + 0.4 * rng.normal(size=base.shape) for _ in range(3)])), langs)
+    paragraph = np.tile(np.arange(30), 3)
+    for how in (build_pairs, reports_pairs):
+        a, b = how(x, langs, np.full(len(x), 100))
+        assert len(a) >= 80 and (paragraph[a] == paragraph[b]).all() and (langs[a] != langs[b]).all()
 
 
 def test_bench_durable_measures_the_syncs_of_a_tiny_build() -> None:

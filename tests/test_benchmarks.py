@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,28 @@ def test_bench_durable_measures_the_syncs_of_a_tiny_build() -> None:
     assert r["passages"] == 30 and r["build_mb"] >= 0
     assert 0 < r["fsync_s"] <= r["write_publish_s"] and 0 < r["fsync_share"] <= 1
     assert r["snapshot_s"] > 0 and r["snapshot_linked"] > 0
+
+
+@pytest.mark.model
+def test_nncf_calibration_rows_are_prompted_unpadded_and_unmeasured(settings) -> None:  # type: ignore[no-untyped-def]
+    # benchmarks.precision_runtimes' openvino-nncf-int8 rows calibrate on these: one row per text as the embedder
+    # would tokenize it (prompt, special tokens, within the window), in languages no benchmark times or evaluates.
+    from benchmarks.precision_runtimes import CALIBRATION_LANGS, calibration_feeds
+    from benchmarks.xquad import EVAL_LANGS
+    from search.model.embedders import make_embedder
+
+    e: Any = make_embedder(settings.model, settings.cache_dir, "onnx")
+    feeds = calibration_feeds(e, per_lang=2)
+    assert CALIBRATION_LANGS and not set(CALIBRATION_LANGS) & {*EVAL_LANGS, "en", "zh", "ru"}
+    assert len(feeds) >= 2 * len(CALIBRATION_LANGS) + len(CALIBRATION_LANGS)
+    tok = e._tokenizer
+    prompts = [e.passage_prompt.strip(), e.query_prompt.strip()]
+    assert all(prompts)
+    starts: Counter[int] = Counter()
+    for f in feeds:
+        ids, mask = f["input_ids"], f["attention_mask"]
+        assert ids.shape == mask.shape and ids.shape[0] == 1 and 2 < ids.shape[1] <= e.max_tokens
+        assert mask.all() and ids[0, 0] == tok.cls_token_id and ids[0, -1] == tok.sep_token_id
+        text = tok.decode(ids[0, 1:-1].tolist())
+        starts[next(i for i, p in enumerate(prompts) if text.startswith(p))] += 1
+    assert starts[0] == 2 * len(CALIBRATION_LANGS) and starts[1] >= len(CALIBRATION_LANGS)

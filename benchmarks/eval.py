@@ -37,7 +37,7 @@ from benchmarks.xquad import EVAL_LANGS, Question, XQuAD, lang_of, load, write_c
 from search.config import Precision, Settings
 from search.index.meanbank import find_bank
 from search.model.embedders import Embedder
-from search.records import MODES, Mode, SearchQuery, SearchResult
+from search.records import MODES, Mode, SearchQuery, SearchResult, Translations
 from search.service import SearchService
 
 log = logging.getLogger("benchmarks.eval")
@@ -117,11 +117,20 @@ def pools(langs: Sequence[str]) -> list[Pool]:
     return out
 
 
-def ask(svc: SearchService, questions: Sequence[Question], batch: int, mode: Mode | None) -> list[SearchResult]:
+def ask(
+    svc: SearchService,
+    questions: Sequence[Question],
+    batch: int,
+    mode: Mode | None,
+    translations: Translations | None = "off",
+) -> list[SearchResult]:
+    """`questions` searched in batches; translation groups `off` unless asked: these tables score passages, each
+    translation a hit of its own (the translations table, benchmarks.eval_translations, scores the groups)."""
     results: list[SearchResult] = []
     for start in range(0, len(questions), batch):
         chunk = questions[start : start + batch]
-        results.extend(svc.search_many([SearchQuery(q.text, k=K_FETCH, mode=mode) for q in chunk]))
+        queries = [SearchQuery(q.text, k=K_FETCH, mode=mode, translations=translations) for q in chunk]
+        results.extend(svc.search_many(queries))
     return results
 
 

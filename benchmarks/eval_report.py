@@ -46,8 +46,9 @@ def table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
 
 
 def _index(tasks: list[dict[str, Any]], query_means: bool = False) -> dict[tuple[str, str, bool], dict[str, Any]]:
-    """The tasks by (pool, query language, centering), asked with passage means (or with query means)."""
-    chosen = [t for t in tasks if t.get("query_means", False) == query_means]
+    """The tasks by (pool, query language, centering), the centered ones asked with passage means (or with query
+    means); a raw task is the same either way (query means move a query only where centering is on)."""
+    chosen = [t for t in tasks if not t["centering"] or t.get("query_means", False) == query_means]
     return {(t["pool"], t["query_lang"], t["centering"]): t for t in chosen}
 
 
@@ -56,6 +57,8 @@ def query_means_table(result: dict[str, Any]) -> str:
     passage, query = _index(result["tasks"], query_means=False), _index(result["tasks"], query_means=True)
     rows = []
     for (pool, q, centering), t in query.items():
+        if not centering:
+            continue
         before = passage.get((pool, q, centering), {}).get("ndcg_at_10")
         after = t.get("ndcg_at_10")
         if before is None or after is None:
@@ -184,7 +187,7 @@ def render(result: dict[str, Any]) -> str:
         parts += [
             "## Query-side means",
             "Centered indexes asked twice: queries centered with their language's passage mean "
-            "(`SEARCH_QUERY_MEANS=false`, the default) and with its query mean (`SEARCH_QUERY_MEANS=true`: the "
+            "(`SEARCH_QUERY_MEANS=false`) and with its query mean (`SEARCH_QUERY_MEANS=true`, the default: the "
             "passage mean moved by the mean bank's query offset); the tables above are "
             f"{'query' if cfg.get('query_means') else 'passage'} means. " + _query_means_source(cfg),
             query_means_table(result),

@@ -11,6 +11,12 @@ nDCG@10 as in the other tables (`benchmarks.ir_metrics`), over the distinct para
   paragraphs already shown takes no rank; the ideal is one relevant hit per relevant paragraph (R = 1 for almost
   every question), what perfect groups would give. A detector that misses a translation pair lets the paragraph's
   versions come back as two hits, of which only the first counts: the missed pair costs a rank.
+- per slot (off and collapse): what a caller asking for k = 10 hits gets. The first 10 hits, each a slot; a slot
+  shows the paragraphs of its hit (and translations) not shown before, relevant when one of them is the question's;
+  a slot that shows nothing new (another version of a paragraph already shown) stays, as a miss; R = 1 as for
+  collapse. Skipping repeats instead (as collapse above does) ranks the distinct paragraphs of `off` exactly as
+  collapse ranks its groups, so only the slots tell the two apart. `distinct_at_10` is the paragraphs the 10 slots
+  show, on average.
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ if TYPE_CHECKING:
 POOL = ("en", "zh", "ru")
 SETTINGS: tuple[Translations, ...] = ("off", "together", "collapse")
 K_FETCH = 30
+# The table's rows: (translations, how a row is scored) -> its name; "" is the setting's own scoring.
+ROW_NAMES = {
+    ("off", ""): "off",
+    ("together", ""): "together",
+    ("collapse", ""): "collapse",
+    ("off", "slot"): "off, per slot (k = 10)",
+    ("collapse", "slot"): "collapse, per slot (k = 10)",
+}
 SEEDS = Path(__file__).resolve().parents[1] / "seeds"
 
 
@@ -56,6 +70,19 @@ def collapse_ranking(hits: Sequence[Hit], k: int = 10) -> list[str]:
         out.append(new[0])
         if len(out) == k:
             break
+    return out
+
+
+def slot_ranking(hits: Sequence[Hit], k: int = 10) -> list[str]:
+    """The first `k` hits as slots (see the module doc): a slot is the first paragraph its hit shows that no slot
+    before showed, or `-i` (no paragraph, never relevant) when it shows none."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, h in enumerate(hits[:k]):
+        shown = {paragraph_of(p.article_id) for p in (h.passage, *h.translations)}
+        new = sorted(shown - seen)
+        seen |= shown
+        out.append(new[0] if new else f"-{i}")
     return out
 
 
@@ -122,23 +149,33 @@ def run_translations(
     rows = []
     for qlang in POOL:
         questions = xq.questions[qlang]
+        by_paragraph = [{f"{i:03d}" for i in q.paragraphs} for q in questions]
         for how in SETTINGS:
             start = time.perf_counter()
             results = ask_with(svc, [q.text for q in questions], how, mode, batch)
+            seconds = round(time.perf_counter() - start, 2)
             if how == "collapse":
                 rankings = [collapse_ranking(r.hits) for r in results]
-                relevant = [{f"{i:03d}" for i in q.paragraphs} for q in questions]
+                relevant = by_paragraph
             else:
                 rankings = [distinct((h.passage.article_id for h in r.hits), 10) for r in results]
                 relevant = [q.relevant(POOL) for q in questions]
             rows.append(
-                {
-                    "query_lang": qlang,
-                    "translations": how,
-                    **score(rankings, relevant).as_dict(),
-                    "seconds": round(time.perf_counter() - start, 2),
-                }
+                {"query_lang": qlang, "translations": how, **score(rankings, relevant).as_dict(), "seconds": seconds}
             )
+            if how != "together":
+                slots = [slot_ranking(r.hits) for r in results]
+                shown = [len({p for p in s if not p.startswith("-")}) for s in slots]
+                rows.append(
+                    {
+                        "query_lang": qlang,
+                        "translations": how,
+                        "scoring": "slot",
+                        **score(slots, by_paragraph).as_dict(),
+                        "distinct_at_10": round(sum(shown) / max(1, len(shown)), 2),
+                        "seconds": seconds,
+                    }
+                )
     detector_out = detector_figures(svc)
     svc.close()
     return {
@@ -154,7 +191,7 @@ def run_translations(
 def render_translations(result: dict[str, Any]) -> str:
     """The markdown of the translations table."""
     pool = "+".join(result["pool"])
-    by = {(t["query_lang"], t["translations"]): t for t in result["tasks"]}
+    by = {(t["query_lang"], ROW_NAMES[t["translations"], t.get("scoring", "")]): t for t in result["tasks"]}
     langs = list(dict.fromkeys(t["query_lang"] for t in result["tasks"]))
     lines = [
         f"## Translation groups, XQuAD {pool} pool ({result['mode']}), nDCG@10",
@@ -162,9 +199,16 @@ def render_translations(result: dict[str, Any]) -> str:
         "| translations | " + " | ".join(f"{lang} questions" for lang in langs) + " |",
         "|---|" + "---:|" * len(langs),
     ]
-    for how in SETTINGS:
-        cells = [f"{100 * by[(lang, how)]['ndcg_at_10']:.1f}" if (lang, how) in by else "" for lang in langs]
-        lines.append(f"| {how} | " + " | ".join(cells) + " |")
+    for name in ROW_NAMES.values():
+        cells = [f"{100 * by[(lang, name)]['ndcg_at_10']:.1f}" if (lang, name) in by else "" for lang in langs]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    distinct_at_10 = [
+        f"{how} " + " / ".join(f"{by[(lang, name)].get('distinct_at_10', 0):.1f}" for lang in langs)
+        for (how, scoring), name in ROW_NAMES.items()
+        if scoring == "slot" and all((lang, name) in by for lang in langs)
+    ]
+    if distinct_at_10:
+        lines += ["", "Paragraphs shown by the 10 slots, per query language: " + "; ".join(distinct_at_10) + "."]
     d = result["detector"]
     stage = result["build_stages"].get("translations")
     lines += [

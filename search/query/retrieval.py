@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cached_property
 
 import numpy as np
 
@@ -80,10 +81,16 @@ class Retriever:
 
     def translations(self, q: SearchQuery) -> Translations:
         """What `q` does with translation groups: its own choice or the configured default; `off` for a build
-        without groups (made before them), which then searches as it always did."""
-        if not self.store.has_translations:
+        without groups (made before them, or where the detector found none), which then searches as it always did
+        and skips reading every candidate's ids (docs/api.md#translations: what collapse costs)."""
+        if not self.grouped:
             return "off"
         return q.translations or self.settings.default_translations
+
+    @cached_property
+    def grouped(self) -> bool:
+        """Whether any passage of the store has a translation group."""
+        return self.store.has_translations and bool((self.store.translation_groups() >= 0).any())
 
     def run(self, q: SearchQuery, guess: LanguageGuess, vector: np.ndarray | None) -> list[Hit]:
         """The page of hits for `q`, ranked by `mode(q)`; `vector` is the query's raw vector."""

@@ -35,9 +35,9 @@ def create_mcp(get_service: Callable[[], SearchService]) -> MCPServer:
         "passages with passage_id, article_id, title, paragraph, page (PDFs), language, score and text; context=N "
         "adds the N paragraphs around each hit; lang restricts passage languages (ISO 639-1 codes such as en, zh, ru); "
         "diversity (0..1, e.g. 0.5) keeps near-duplicates and translations of one passage from filling the k slots. "
-        "translations=collapse returns a passage and its translations in the corpus as one hit, in the question's "
-        "language where one exists, the others listed under translations; together returns each translation as a "
-        "hit, next to each other; off (the server's default unless set otherwise) ignores them."
+        "translations=collapse (the server's default unless set otherwise) returns a passage and its translations "
+        "in the corpus as one hit, in the question's language where one exists, the others listed under "
+        "translations; together returns each translation as a hit, next to each other; off ignores them."
     )
     def search_passages(
         query: str,

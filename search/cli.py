@@ -80,9 +80,22 @@ def remove(
     model: ModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
 ) -> None:
-    """Delete articles from the index (a new build without them, published atomically; nothing re-embedded)."""
+    """Delete articles from the index (marked deleted in a new build, published atomically; their passages leave at
+    the next merge or `search compact`)."""
     settings = _settings(index, model)
     _report_build(_service(settings).remove_articles(article_ids), settings, as_json)
+
+
+@app.command()
+def compact(
+    index: IndexOpt = None,
+    model: ModelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+) -> None:
+    """Merge every segment of the index into one: a full build of its live articles (centering means, BM25
+    statistics and translation groups refit over all of them; vectors from the embedding cache)."""
+    settings = _settings(index, model)
+    _report_build(_service(settings).compact(), settings, as_json)
 
 
 @app.command()

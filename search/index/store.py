@@ -244,9 +244,9 @@ class Store:
         if reuse is not None:
             for entry, seg in zip(reuse.entries, reuse.segments, strict=True):
                 mine = next((e for e in self.entries if e["id"] == entry["id"]), None)
-                if mine is not None and _files_of(files, mine["path"]) == _files_of(reuse.files, entry["path"]):
+                if mine is not None and files_of(files, mine["path"]) == files_of(reuse.files, entry["path"]):
                     adopted[entry["id"]] = seg
-        trusted = {name for e in self.entries if e["id"] in adopted for name in _files_of(files, e["path"])}
+        trusted = {name for e in self.entries if e["id"] in adopted for name in files_of(files, e["path"])}
         for name, checksum in files.items():
             path = folder / name
             if not path.is_file():
@@ -267,11 +267,11 @@ class Store:
             raise IndexCorrupt(f"{folder}: cannot read the vector index ({exc}); rebuild it") from exc
         self.offsets = np.cumsum([0, *(s.size for s in self.segments)]).astype(np.int64)
         tombstones: dict[str, list[str]] = manifest.get("tombstones") or {}
-        self._dead_articles = [set(tombstones.get(e["id"], ())) for e in self.entries]
+        self.dead_articles = [set(tombstones.get(e["id"], ())) for e in self.entries]
         starts = self.offsets[:-1]
-        dead = [s.rows_of_articles(d) + o for s, d, o in zip(self.segments, self._dead_articles, starts, strict=True)]
+        dead = [s.rows_of_articles(d) + o for s, d, o in zip(self.segments, self.dead_articles, starts, strict=True)]
         self._dead = np.concatenate(dead) if dead else np.zeros(0, dtype=np.int64)
-        self._dead_in = [len(d) for d in dead]
+        self.dead_counts = [len(d) for d in dead]
         self.size = int(self.offsets[-1]) - len(self._dead)
         self.dimension = int(self.segments[0].index.d)
         # What /health shows: the largest segment's index (a build made in one go has only that one).
@@ -304,10 +304,10 @@ class Store:
         """Every live row, in order (the rows of `all_passages()`)."""
         return self._live(np.arange(int(self.offsets[-1]), dtype=np.int64))
 
-    def _holder(self, article_id: str) -> int | None:
+    def holder(self, article_id: str) -> int | None:
         """The segment that holds the live version of an article (at most one does), newest first."""
         for i in reversed(range(len(self.segments))):
-            if article_id not in self._dead_articles[i] and self.segments[i].has_article(article_id):
+            if article_id not in self.dead_articles[i] and self.segments[i].has_article(article_id):
                 return i
         return None
 
@@ -327,10 +327,10 @@ class Store:
                 inside = rows[(rows >= off) & (rows < off + seg.size)]
                 local: np.ndarray | None = self._live(inside) - off
                 extra = 0
-            elif self._dead_in[i] > _OVERFETCH_MAX:  # many deleted: search only the live rows
+            elif self.dead_counts[i] > _OVERFETCH_MAX:  # many deleted: search only the live rows
                 local, extra = self._live(np.arange(off, off + seg.size)) - off, 0
             else:  # a few deleted: ask for as many more and drop them
-                local, extra = None, self._dead_in[i]
+                local, extra = None, self.dead_counts[i]
             hits = [(r + off, s) for r, s in seg.search(xq, k + extra, local)]
             found.extend(hits if not extra else [(r, s) for r, s in hits if self.is_live(r)])
         if len(self.segments) == 1:
@@ -363,7 +363,7 @@ class Store:
         raise not_found(passage_id)
 
     def article_rows(self, article_id: str) -> np.ndarray:
-        i = self._holder(article_id)
+        i = self.holder(article_id)
         if i is None:
             raise NotFound(f"no article with id {article_id!r}")
         return self.segments[i].article_rows(article_id) + self.offsets[i]
@@ -400,7 +400,7 @@ class Store:
 
     def context(self, p: Passage, n: int) -> list[tuple[str, Passage]]:
         """The passages of the `n` paragraphs before and after `p` in its article, in order."""
-        i = self._holder(p.article_id)
+        i = self.holder(p.article_id)
         return [] if i is None else self.segments[i].context(p, n)
 
     # Translation groups: each segment numbers its own, so the store shifts them apart
@@ -451,11 +451,11 @@ class Store:
     # Whole tables
 
     def articles(self) -> list[ArticleInfo]:
-        found = [a for s, d in zip(self.segments, self._dead_articles, strict=True) for a in s.articles(d)]
+        found = [a for s, d in zip(self.segments, self.dead_articles, strict=True) for a in s.articles(d)]
         return sorted(found, key=lambda a: a.article_id)
 
     def all_articles(self) -> list[Article]:
-        return [a for s, d in zip(self.segments, self._dead_articles, strict=True) for a in s.all_articles(d)]
+        return [a for s, d in zip(self.segments, self.dead_articles, strict=True) for a in s.all_articles(d)]
 
     def all_passages(self) -> list[Passage]:
         """Every live passage, in row order."""
@@ -501,7 +501,7 @@ class SegmentedLexical:
         store = self._store
         found: list[tuple[int, float]] = []
         for i, seg in enumerate(store.segments):
-            off, dead = int(store.offsets[i]), store._dead_in[i]
+            off, dead = int(store.offsets[i]), store.dead_counts[i]
             local = None
             if allowed is not None:
                 local = allowed[(allowed >= off) & (allowed < off + seg.size)] - off
@@ -522,7 +522,7 @@ def segment_entries(manifest: dict[str, Any], build_id: str) -> list[dict[str, A
     return [{"id": build_id, "path": "."}]
 
 
-def _files_of(files: dict[str, str], path: str) -> dict[str, str]:
+def files_of(files: dict[str, str], path: str) -> dict[str, str]:
     """The checksummed files of the segment at `path` (relative to the build folder)."""
     if path == ".":
         return {name: c for name, c in files.items() if is_segment_file(Path(name))}

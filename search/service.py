@@ -15,15 +15,25 @@ from typing import Any
 import numpy as np
 
 from search.config import Settings, load_settings
-from search.errors import BadInput, Forbidden, IndexMismatch
-from search.index.build import BuildSummary, PassageEncoder, build_from_articles, build_index, precision_of
+from search.errors import BadInput, Forbidden, IndexCorrupt, IndexMismatch
+from search.index import writers
+from search.index.build import BuildSummary, PassageEncoder, build_from_articles, precision_of, read_articles
 from search.index.distributed import embed_on_ray, parallel_adder
 from search.index.meanbank import MeanBank, cache_path, compute_bank, find_bank, read_texts
 from search.index.probes import query_probes
-from search.index.segments import add_articles, commit_merge, delete_articles, plan_merge, prepare_merge
+from search.index.segments import (
+    add_articles,
+    changes,
+    commit_merge,
+    delete_articles,
+    plan_merge,
+    prepare_merge,
+    updatable,
+)
 from search.index.snapshot import SnapshotSummary, take_snapshot
 from search.index.store import Store, VectorIndexOptions, current_build, read_manifest
 from search.index.writers import writer_lock
+from search.ingest.chunking import ChunkerSettings
 from search.ingest.language import LanguageDetector
 from search.ingest.unicode import check_text
 from search.model.embedders import Embedder, describe_model, embedder_for, recorded_model, resolve_model
@@ -39,6 +49,9 @@ from search.reports.run import ReportOptions, ReportSummary, run_report
 log = logging.getLogger(__name__)
 
 # A snapshot's name over HTTP: one plain folder name, so that it cannot leave SEARCH_SNAPSHOT_DIR nor be hidden.
+# `search index` on a published index writes a full build when at least this share of its articles changed (new,
+# changed or gone): the update would cost about as much, and a full build refits the means over everything.
+_FULL_SHARE = 0.5
 _SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -317,24 +330,83 @@ class SearchService:
         index_dir: Path | None = None,
         progress: bool = False,
         strict: bool = False,
+        full: bool = False,
     ) -> BuildSummary:
-        """Index the files under `paths` into a new build and publish it, holding the index folder's writer lock
-        from start to end (another writer waits, or fails with IndexBusy).
+        """Index the files under `paths` and publish the result, holding the index folder's writer lock from start
+        to end (another writer waits, or fails with IndexBusy).
 
-        With `ray_address` set, the passages the embedding cache lacks are embedded on Ray, and a large ivf_pq_sq8
-        index is filled there (search/index/distributed.py); the rest runs here, unchanged. Only this full build
-        uses Ray: a server's one-article writes embed a few passages, less than an actor pool takes to start.
+        On a published index built with the same settings, only what changed is written (`update`): articles new
+        or changed since go into one new segment, articles no longer in the corpus are marked deleted. A full
+        build is made when asked (`full`), when there is no index yet, when settings that shape vectors or BM25
+        changed, or when at least half the articles changed (a new build then costs about the same and refits the
+        centering means over everything).
+
+        With `ray_address` set, a full build embeds the passages the embedding cache lacks on Ray, and a large
+        ivf_pq_sq8 index is filled there (search/index/distributed.py); the rest runs here, unchanged. Only a full
+        build uses Ray: an update embeds a few passages, less than an actor pool takes to start.
         """
         s = self.settings
         index_dir = index_dir or s.index_dir
+        summary = BuildSummary(index_dir=str(index_dir))
+        start = time.perf_counter()
         with writer_lock(index_dir, s.write_lock_timeout, "search index"):
-            return build_index(
-                paths, index_dir, self.embedder, self.detector,
-                centering=s.centering, centering_min_passages=s.centering_min_passages, bank=self.mean_bank,
-                progress=progress, embedding_cache=s.embedding_cache, strict=strict,
-                max_file_bytes=s.max_file_bytes, html_reader=s.html_reader, zh_tokenizer=s.zh_tokenizer,
-                vector_index=self._vector_index_options(on_ray=True), encode=self._ray_encoder(progress),
-            )  # fmt: skip
+            articles = read_articles(
+                paths, summary, strict=strict, max_file_bytes=s.max_file_bytes, html_reader=s.html_reader
+            )
+            store = None if full else self._updatable(index_dir)
+            found = None if store is None else changes(store, articles)
+            if store is None or found is None or found.share >= _FULL_SHARE:
+                return build_from_articles(
+                    articles, index_dir, self.embedder, self.detector, summary, start,
+                    centering=s.centering, centering_min_passages=s.centering_min_passages, bank=self.mean_bank,
+                    progress=progress, embedding_cache=s.embedding_cache, zh_tokenizer=s.zh_tokenizer,
+                    vector_index=self._vector_index_options(on_ray=True), encode=self._ray_encoder(progress),
+                )  # fmt: skip
+            try:
+                if found.changed or found.gone:
+                    summary = add_articles(
+                        index_dir, store, found.changed, self.embedder, self.detector,
+                        options=self._vector_index_options(), embedding_cache=s.embedding_cache,
+                        zh_tokenizer=s.zh_tokenizer, progress=progress, remove=found.gone, summary=summary,
+                    )  # fmt: skip
+                else:  # nothing to publish; what dead writers left is cleared all the same
+                    writers.clean_stale(index_dir / "builds")
+                    writers.clean_stale(index_dir)
+                    summary.build_id, summary.articles, summary.passages = store.build_id, len(articles), store.size
+                summary.reused += found.unchanged_passages
+            finally:
+                store.close()
+        if index_dir == s.index_dir:
+            self._after_write()
+        return summary
+
+    def _updatable(self, index_dir: Path) -> Store | None:
+        """The published build of `index_dir`, loaded, when new segments can go on top of it; None when there is
+        none or it was built with other settings (a full build is due)."""
+        if current_build(index_dir) is None:
+            return None
+        try:
+            folder, manifest = read_manifest(index_dir)
+        except IndexCorrupt:
+            return None
+        bank = self.mean_bank
+        expected = {
+            "fingerprint": self.embedder.fingerprint,
+            "chunker": ChunkerSettings(max_tokens=self.embedder.max_tokens).describe(),
+            "centering_min_passages": self.settings.centering_min_passages,
+            "centering": self.settings.centering,
+            "mean_bank": bank.describe() if bank else None,
+            "zh_tokenizer": self.settings.zh_tokenizer,
+        }
+        reason = updatable(manifest, expected)
+        if reason:
+            log.info("%s/: a full build (%s)", index_dir, reason)
+            return None
+        try:
+            return Store(folder, manifest)
+        except IndexCorrupt as exc:
+            log.warning("%s/: a full build (the published one cannot be read: %s)", index_dir, exc)
+            return None
 
     def _ray_encoder(self, progress: bool) -> PassageEncoder | None:
         s = self.settings

@@ -267,7 +267,7 @@ def test_kill_9_inside_a_publishing_step_leaves_the_previous_index_or_the_whole_
     index = svc.settings.index_dir
     old = corpus(tmp_path / "old", "old", 8)
     svc.build([old])
-    previous = svc.build([old]).build_id  # two builds: publishing a third deletes the first (the prune step)
+    previous = svc.build([old], full=True).build_id  # two builds: publishing a third deletes the first (the prune step)
     before = snapshot(index / "builds" / previous)
     answered = answers(svc)
 

@@ -191,10 +191,13 @@ def add_articles(
     embedding_cache: Path | None = None,
     zh_tokenizer: ZhTokenizer = "jieba",
     progress: bool = False,
+    remove: Sequence[str] = (),
+    summary: BuildSummary | None = None,
 ) -> BuildSummary:
-    """Add or replace `articles` (ids unique) as one new segment on top of `store` (the published build) and
-    publish it; their earlier versions are marked deleted. Only passages the embedding cache lacks are embedded."""
-    summary = BuildSummary(index_dir=str(index_dir))
+    """Add or replace `articles` (ids unique) as one new segment on top of `store` (the published build), and delete
+    the articles `remove`, in one published build; the earlier versions are marked deleted. Only passages the
+    embedding cache lacks are embedded."""
+    summary = summary or BuildSummary(index_dir=str(index_dir))
     start = time.perf_counter()
     summary.precision, summary.precision_note = precision_of(embedder)
     passages, _ = split_articles(articles, embedder, detector, summary)
@@ -206,12 +209,53 @@ def add_articles(
             )
     finally:
         cache.close()
-    deleted = _holders(store, [a.id for a in articles])
+    deleted = _holders(store, [*(a.id for a in articles), *remove])
     with stage(summary.stages, "write"):
-        prepared = prepare_segment(index_dir, articles, passages, raw, store, options, zh_tokenizer)
+        add = [prepare_segment(index_dir, articles, passages, raw, store, options, zh_tokenizer)] if passages else []
         summary.removed = len(_passage_ids(store, deleted) - {p.passage_id for p in passages})
-        folder = commit(index_dir, store, [prepared], deleted=deleted)
+        folder = commit(index_dir, store, add, deleted=deleted)
     return _summarized(summary, folder, start)
+
+
+@dataclass(frozen=True)
+class Changes:
+    """How a corpus differs from an index: articles new or changed, and ids the corpus no longer has."""
+
+    changed: list[Article]
+    gone: list[str]
+    unchanged_passages: int
+    held: int  # articles in the index
+
+    @property
+    def share(self) -> float:
+        """The share of the index's articles that change (new ones count too)."""
+        return (len(self.changed) + len(self.gone)) / max(self.held, 1)
+
+
+def changes(store: Store, articles: Sequence[Article]) -> Changes:
+    """Compare a corpus with an index article by article (title, text, source, metadata, pages)."""
+    held = {a.id: a for a in store.all_articles()}
+    changed = [a for a in articles if held.get(a.id) != a]
+    ids = {a.id for a in articles}
+    gone = [aid for aid in held if aid not in ids]
+    same = [a.id for a in articles if held.get(a.id) == a]
+    unchanged = sum(len(store.article_rows(aid)) for aid in same)
+    return Changes(changed, gone, unchanged, len(held))
+
+
+def updatable(manifest: dict[str, Any], expected: dict[str, Any]) -> str:
+    """Why a published build cannot take segments built with the settings `expected` (the manifest entries a full
+    build would write: model fingerprint, chunker, centering, mean bank, Chinese tokenizer), or "" if it can."""
+    found = {
+        "fingerprint": (manifest.get("model") or {}).get("fingerprint"),
+        "chunker": manifest.get("chunker"),
+        "centering_min_passages": manifest.get("centering_min_passages"),
+        "centering": (manifest.get("centering") or {}).get("enabled"),
+        "mean_bank": manifest.get("mean_bank"),
+        "zh_tokenizer": (manifest.get("lexical") or {}).get("zh_tokenizer"),
+    }
+    differ = [k for k, v in expected.items() if found.get(k) != v]
+    return f"settings changed since the last full build ({', '.join(differ)})" if differ else ""
 
 
 def delete_articles(index_dir: Path, store: Store, article_ids: Sequence[str]) -> BuildSummary:
@@ -393,11 +437,14 @@ def _now() -> str:
 __all__ = [
     "MergeStart",
     "Prepared",
+    "Changes",
     "add_articles",
+    "changes",
     "commit",
     "commit_merge",
     "delete_articles",
     "discard_prepared",
     "plan_merge",
     "prepare_merge",
+    "updatable",
 ]

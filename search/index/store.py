@@ -240,11 +240,14 @@ class Store:
         files: dict[str, str] = manifest.get("files", {})
         # Segments the store being replaced has loaded already, with the same files: a write links them into its
         # new build unchanged, so they are neither read nor checksummed again.
+        # Taken over only when each file is the very one loaded (same inode: a hard link), not an equal copy that
+        # may have been damaged since.
+        self.identities = [_identity(folder, files, e["path"]) for e in self.entries]
         adopted: dict[str, Segment] = {}
         if reuse is not None:
-            for entry, seg in zip(reuse.entries, reuse.segments, strict=True):
-                mine = next((e for e in self.entries if e["id"] == entry["id"]), None)
-                if mine is not None and files_of(files, mine["path"]) == files_of(reuse.files, entry["path"]):
+            for entry, seg, known in zip(reuse.entries, reuse.segments, reuse.identities, strict=True):
+                mine = next((i for i, e in enumerate(self.entries) if e["id"] == entry["id"]), None)
+                if mine is not None and known and self.identities[mine] == known:
                     adopted[entry["id"]] = seg
         trusted = {name for e in self.entries if e["id"] in adopted for name in files_of(files, e["path"])}
         for name, checksum in files.items():
@@ -512,6 +515,18 @@ class SegmentedLexical:
         if len(store.segments) == 1:
             return found[:k]
         return sorted(found, key=lambda rs: -rs[1])[:k]
+
+
+def _identity(folder: Path, files: dict[str, str], path: str) -> dict[str, tuple[int, int, str]]:
+    """Each file of a segment: its device and inode, and its checksum in the manifest; {} if one is missing."""
+    out = {}
+    for name, checksum in files_of(files, path).items():
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            return {}
+        out[str(Path(name).relative_to(path))] = (st.st_dev, st.st_ino, checksum)
+    return out
 
 
 def segment_entries(manifest: dict[str, Any], build_id: str) -> list[dict[str, Any]]:

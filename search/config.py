@@ -176,6 +176,13 @@ class Settings(BaseSettings):
     merge_factor: int = Field(
         10, ge=2, description="segments of one size tier that are merged into one (tiered merging, as in Lucene)"
     )
+    refresh_share: float = Field(
+        0.25,
+        gt=0,
+        description="a merge that is due becomes a compaction (centering means and BM25 statistics refit over "
+        "everything) once writes added more than this share of the passages since the last full build, or a "
+        "language reaches centering_min_passages without a mean of its own",
+    )
     snapshot_dir: Path | None = Field(
         None,
         description="the folder POST /admin/snapshot writes snapshots into, each in a new subfolder named by the "

@@ -28,6 +28,7 @@ from search.index.segments import (
     delete_articles,
     plan_merge,
     prepare_merge,
+    refresh_due,
     updatable,
 )
 from search.index.snapshot import SnapshotSummary, take_snapshot
@@ -313,6 +314,12 @@ class SearchService:
             ids = plan_merge(store, s.merge_factor)
             if not ids:
                 return merged
+            # Means are refit when a merge is due anyway, so they stay frozen between merges as BM25 statistics do.
+            reason = refresh_due(store, s.refresh_share, s.centering_min_passages)
+            if reason:
+                log.info("compacting %s/: %s", s.index_dir, reason)
+                self.compact()
+                return merged + 1
             prepared, start = prepare_merge(
                 s.index_dir, store, ids, options=self._vector_index_options(), zh_tokenizer=s.zh_tokenizer,
                 probes=lambda passages, st: query_probes(passages, self.embedder, st.centering),

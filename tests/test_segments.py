@@ -46,6 +46,7 @@ def service(tmp: Path, detector: LanguageDetector, first: int = 4, **overrides: 
     for i in range(first):
         a = article(i)
         (corpus / a.id).write_text(a.text, encoding="utf-8")
+    overrides = {"refresh_share": 100.0, **overrides}  # merges keep the means (a test of the refresh sets it)
     svc = make_service(tmp, detector, watch_seconds=0, **overrides)
     svc.build([corpus])
     svc.load()
@@ -244,3 +245,16 @@ def test_a_failed_write_publishes_nothing_and_leaves_no_segment(
     builds = svc.settings.index_dir / "builds"
     assert [p.name for p in builds.iterdir() if p.name.startswith(".")] == []
     assert os.path.isdir(builds / published.name)
+
+
+def test_a_merge_becomes_a_compaction_when_writes_outgrow_the_means(tmp_path: Path, detector: LanguageDetector) -> None:
+    svc = service(tmp_path, detector, merges="off", merge_factor=2, refresh_share=0.3)
+    svc.upsert_article(article(10))  # 3 of 15 passages written since the means were fit: 20%
+    assert read_manifest(svc.settings.index_dir)[1]["written_since_fit"] == 3
+    svc.upsert_article(article(11))  # 6 of 18: a merge is due, and it refits
+    assert svc.merge() == 1
+    store = svc.store
+    assert len(store.segments) == 1 and store.size == 18 and "written_since_fit" not in store.manifest
+    # the means are now those of every passage
+    raw = np.asarray(store.raw_vectors(), dtype=np.float32)
+    np.testing.assert_allclose(store.centering.global_mean, raw.mean(axis=0), atol=1e-3)

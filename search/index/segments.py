@@ -152,10 +152,13 @@ def commit(
             for sid in kept
             if old.get(sid) or deleted.get(sid)
         }
+        written = sum(int(p.entry["passages"]) for p in add if p.entry.get("written"))
         manifest = {
             **base.manifest,
             "build_id": build_id,
             "built_at": _now(),
+            # passages added by writes since the centering means were fit (a full build): what refresh_due weighs
+            "written_since_fit": int(base.manifest.get("written_since_fit", 0)) + written,
             "counts": _counts(base, add, drop, deleted, carried or {}),
             "segments": entries,
             "tombstones": tombstones,
@@ -212,6 +215,8 @@ def add_articles(
     deleted = _holders(store, [*(a.id for a in articles), *remove])
     with stage(summary.stages, "write"):
         add = [prepare_segment(index_dir, articles, passages, raw, store, options, zh_tokenizer)] if passages else []
+        for p in add:
+            p.entry["written"] = True  # new passages, not a merge of old ones
         summary.removed = len(_passage_ids(store, deleted) - {p.passage_id for p in passages})
         folder = commit(index_dir, store, add, deleted=deleted)
     return _summarized(summary, folder, start)
@@ -298,6 +303,21 @@ def _tier(n: int, factor: int) -> int:
         n //= factor
         tier += 1
     return tier
+
+
+def refresh_due(store: Store, share: float, min_passages: int) -> str:
+    """Why the build's centering means (frozen since its last full build) should be refit by a compaction, or "":
+    writes added more than `share` of its passages since, or a language now has `min_passages` passages but no
+    mean of its own (it is centered with a borrowed or the global mean)."""
+    live = max(store.size, 1)
+    written = int(store.manifest.get("written_since_fit", 0))
+    if written / live > share:
+        return f"{written} of {store.size} passages written since the means were fit (more than {share:.0%})"
+    langs = (store.manifest.get("counts") or {}).get("languages") or {}
+    new = sorted(lang for lang, n in langs.items() if n >= min_passages and lang not in store.centering.means)
+    if store.centering.enabled and new:
+        return f"language(s) {', '.join(new)} without a mean of their own"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -446,5 +466,6 @@ __all__ = [
     "discard_prepared",
     "plan_merge",
     "prepare_merge",
+    "refresh_due",
     "updatable",
 ]

@@ -258,3 +258,34 @@ def test_a_merge_becomes_a_compaction_when_writes_outgrow_the_means(tmp_path: Pa
     # the means are now those of every passage
     raw = np.asarray(store.raw_vectors(), dtype=np.float32)
     np.testing.assert_allclose(store.centering.global_mean, raw.mean(axis=0), atol=1e-3)
+
+
+def test_search_index_of_a_changed_corpus_writes_only_the_change(tmp_path: Path, detector: LanguageDetector) -> None:
+    svc = service(tmp_path, detector, first=8, merges="off")
+    corpus = tmp_path / "corpus"
+    first = svc.store.build_id
+    unchanged = svc.build([corpus])  # nothing changed: nothing published
+    assert unchanged.build_id == first and unchanged.embedded == 0 and unchanged.reused == 24
+    (corpus / "a01.txt").write_text(article(1, version=3).text, encoding="utf-8")
+    (corpus / "a02.txt").unlink()
+    (corpus / "a10.txt").write_text(article(10).text, encoding="utf-8")
+    summary = svc.build([corpus])
+    svc.reload()
+    store = svc.store
+    assert len(store.segments) == 2 and store.segments[1].size == 6  # a01's new version and a10
+    assert summary.embedded == 4 and summary.reused == 2 + 6 * 3 and summary.removed == 1 + 3
+    assert summary.articles == 8 and summary.passages == store.size == 24
+    assert sorted(a.article_id for a in svc.articles()) == [f"a{i:02d}.txt" for i in (0, 1, 3, 4, 5, 6, 7, 10)]
+    assert svc.build([corpus], full=True).build_id != store.build_id
+    svc.reload()
+    assert len(svc.store.segments) == 1 and svc.store.size == 24
+
+
+def test_search_index_with_other_settings_is_a_full_build(tmp_path: Path, detector: LanguageDetector) -> None:
+    svc = service(tmp_path, detector, merges="off")
+    (tmp_path / "corpus" / "a10.txt").write_text(article(10).text, encoding="utf-8")
+    other = make_service(tmp_path, detector, watch_seconds=0, zh_tokenizer="bigram")
+    other.build([tmp_path / "corpus"])
+    other.load()
+    assert len(other.store.segments) == 1 and other.store.manifest["lexical"]["zh_tokenizer"] == "bigram"
+    assert svc.settings.zh_tokenizer == "jieba"

@@ -404,6 +404,7 @@ class SearchService:
             "centering": self.settings.centering,
             "mean_bank": bank.describe() if bank else None,
             "zh_tokenizer": self.settings.zh_tokenizer,
+            "vector_index_options": self._vector_index_options().describe(),
         }
         reason = updatable(manifest, expected)
         if reason:

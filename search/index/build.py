@@ -274,6 +274,7 @@ def build_from_articles(
         },
         "chunker": ChunkerSettings(max_tokens=embedder.max_tokens).describe(),
         "centering_min_passages": centering_min_passages,
+        "vector_index_options": (vector_index or VectorIndexOptions()).describe(),
         "mean_bank": bank.describe() if bank else None,
         "counts": {
             "articles": len(articles),

@@ -250,7 +250,8 @@ def changes(store: Store, articles: Sequence[Article]) -> Changes:
 
 def updatable(manifest: dict[str, Any], expected: dict[str, Any]) -> str:
     """Why a published build cannot take segments built with the settings `expected` (the manifest entries a full
-    build would write: model fingerprint, chunker, centering, mean bank, Chinese tokenizer), or "" if it can."""
+    build would write: model fingerprint, chunker, centering, mean bank, Chinese tokenizer, vector index options), or
+    "" if it can."""
     found = {
         "fingerprint": (manifest.get("model") or {}).get("fingerprint"),
         "chunker": manifest.get("chunker"),
@@ -258,6 +259,7 @@ def updatable(manifest: dict[str, Any], expected: dict[str, Any]) -> str:
         "centering": (manifest.get("centering") or {}).get("enabled"),
         "mean_bank": manifest.get("mean_bank"),
         "zh_tokenizer": (manifest.get("lexical") or {}).get("zh_tokenizer"),
+        "vector_index_options": manifest.get("vector_index_options"),
     }
     differ = [k for k, v in expected.items() if found.get(k) != v]
     return f"settings changed since the last full build ({', '.join(differ)})" if differ else ""

@@ -66,6 +66,11 @@ class VectorIndexOptions:
     parallel_add: vi.Adder | None = None
     parallel_add_min: int = 0
 
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records: a build with other options is rebuilt, not updated (`search index`)."""
+        flat_max = FLAT_MAX if self.flat_max is None else self.flat_max
+        return {"flat_max": flat_max, "memory_budget_mb": self.memory_budget_mb, "target_recall": self.target_recall}
+
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()

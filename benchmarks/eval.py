@@ -200,17 +200,19 @@ def run(
     only: str | None = None,
     every_question: bool = False,
     query_means_folds: int = 0,
+    embedder: Embedder | None = None,
 ) -> dict[str, Any]:
     """Every task's figures; `precision` overrides SEARCH_PRECISION (benchmarks.bench_precision compares them);
     `only="translations"` runs the translations table alone; `query_means_folds` K measures query means
-    cross-fitted (benchmarks.eval_folds) instead of with the bank's own."""
+    cross-fitted (benchmarks.eval_folds) instead of with the bank's own; `embedder`, a ready one instead of the
+    settings' (bench_precision's candidates outside torch)."""
     started = time.perf_counter()
     info = machine_info()
     xq = load(langs, limit, every_question=every_question)
     files = write_corpus(xq, out / "corpus")
     cache = out / "embeddings.sqlite"
     extra: dict[str, Any] = {} if precision is None else {"precision": precision}
-    boot = SearchService(Settings(embedding_cache=cache, **extra))
+    boot = SearchService(Settings(embedding_cache=cache, **extra), embedder=embedder)
     memo, detector = QueryMemo(boot.embedder, out / "queries.npz"), boot.detector
     builds: list[dict[str, Any]] = []
     tasks: list[dict[str, Any]] = []
@@ -287,6 +289,7 @@ def run(
             "mode": mode or boot.settings.default_mode,
             "model": boot.settings.model,
             "precision": boot.settings.precision,
+            "fingerprint": memo.fingerprint,
             "centering_min_passages": boot.settings.centering_min_passages,
             "query_means": boot.settings.query_means,
             "query_means_folds": query_means_folds,

@@ -6,12 +6,15 @@ Test files never import `tests.conftest` or each other; `conftest.py` holds fixt
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
+import search.cli
 from search.config import Settings
 from search.ingest.language import LanguageDetector
 from search.service import SearchService
@@ -25,6 +28,7 @@ __all__ = [
     "error_of",
     "free_port",
     "jsonl",
+    "main_in_process",
     "make_service",
     "serving",
     "small_service",
@@ -85,6 +89,28 @@ def small_service(tmp: Path, embedder: FakeEmbedder | None = None, **overrides: 
     svc.build([corpus])
     svc.load()
     return svc
+
+
+# --- the command line in this process -----------------------------------------------------------------------------
+
+
+def main_in_process(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+    service: Callable[[Settings], SearchService] | None = None,
+) -> tuple[int, str, str]:
+    """`search ARGS` in this process, through `main()` (argument parsing, the service, the error-to-exit-code
+    mapping); (exit code, stdout, stderr). `service`, given, is how the command line makes its service from its
+    settings: a fake embedder, or a model this process has loaded already."""
+    if service is not None:
+        monkeypatch.setattr(search.cli, "_service", service)
+    monkeypatch.setattr(sys, "argv", ["search", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        search.cli.main()
+    out, err = capsys.readouterr()
+    return int(exit_.value.code or 0), out, err
 
 
 # --- the API's error shape ----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_durable import measure
+from benchmarks.eval_translation_null import build_pairs, centered, reports_pairs, unit
 from benchmarks.ir_metrics import distinct, mrr, ndcg, recall, score
 from benchmarks.xquad import article_id, load
 
@@ -150,8 +152,45 @@ def test_bench_precision_quick_runs(tmp_path: Path) -> None:
     assert f"| fp32 (fp32) | {rows['fp32']['passages_per_second']} | 1.00x" in stdout
 
 
+def test_translation_null_counts_the_pairs_within_groups() -> None:
+    # 30 "paragraphs" in three "languages" (the same vector plus noise): a group of three versions holds three pairs
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(30, 64))
+    langs = np.repeat(np.array(["en", "zh", "ru"]), 30)
+    x = centered(unit(np.vstack([base + 0.4 * rng.normal(size=base.shape) for _ in range(3)])), langs)
+    paragraph = np.tile(np.arange(30), 3)
+    for how in (build_pairs, reports_pairs):
+        a, b = how(x, langs, np.full(len(x), 100))
+        assert len(a) >= 80 and (paragraph[a] == paragraph[b]).all() and (langs[a] != langs[b]).all()
+
+
 def test_bench_durable_measures_the_syncs_of_a_tiny_build() -> None:
     r = measure(30, 1, np.random.default_rng(0))
     assert r["passages"] == 30 and r["build_mb"] >= 0
     assert 0 < r["fsync_s"] <= r["write_publish_s"] and 0 < r["fsync_share"] <= 1
     assert r["snapshot_s"] > 0 and r["snapshot_linked"] > 0
+
+
+@pytest.mark.model
+def test_nncf_calibration_rows_are_prompted_unpadded_and_unmeasured(settings) -> None:  # type: ignore[no-untyped-def]
+    # benchmarks.precision_runtimes' openvino-nncf-int8 rows calibrate on these: one row per text as the embedder
+    # would tokenize it (prompt, special tokens, within the window), in languages no benchmark times or evaluates.
+    from benchmarks.precision_runtimes import CALIBRATION_LANGS, calibration_feeds
+    from benchmarks.xquad import EVAL_LANGS
+    from search.model.embedders import make_embedder
+
+    e: Any = make_embedder(settings.model, settings.cache_dir, "onnx")
+    feeds = calibration_feeds(e, per_lang=2)
+    assert CALIBRATION_LANGS and not set(CALIBRATION_LANGS) & {*EVAL_LANGS, "en", "zh", "ru"}
+    assert len(feeds) >= 2 * len(CALIBRATION_LANGS) + len(CALIBRATION_LANGS)
+    tok = e._tokenizer
+    prompts = [e.passage_prompt.strip(), e.query_prompt.strip()]
+    assert all(prompts)
+    starts: Counter[int] = Counter()
+    for f in feeds:
+        ids, mask = f["input_ids"], f["attention_mask"]
+        assert ids.shape == mask.shape and ids.shape[0] == 1 and 2 < ids.shape[1] <= e.max_tokens
+        assert mask.all() and ids[0, 0] == tok.cls_token_id and ids[0, -1] == tok.sep_token_id
+        text = tok.decode(ids[0, 1:-1].tolist())
+        starts[next(i for i, p in enumerate(prompts) if text.startswith(p))] += 1
+    assert starts[0] == 2 * len(CALIBRATION_LANGS) and starts[1] >= len(CALIBRATION_LANGS)

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-import search.cli
 from search.config import Settings, load_settings
 from search.index.store import read_manifest
 from search.ingest.language import LanguageDetector
 from search.service import SearchService
 from tests.fakes import FakeEmbedder
-from tests.helpers import ROOT, make_service, write
+from tests.helpers import ROOT, main_in_process, make_service, write
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -91,19 +90,6 @@ def fake_service(settings: Settings) -> SearchService:
     return SearchService(settings, embedder=FakeEmbedder(), detector=LanguageDetector(["en", "ru"], preload=False))
 
 
-def main_in_process(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    """`search ARGS` in this process, with the fake embedder; (exit code, stdout, stderr)."""
-    monkeypatch.setattr(search.cli, "_service", fake_service)
-    monkeypatch.setattr(sys, "argv", ["search", *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        search.cli.main()
-    out, err = capsys.readouterr()
-    return int(exit_.value.code or 0), out, err
-
-
 def one_error_line(err: str, starts: str) -> None:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {starts}") and "Traceback" not in err, err
@@ -134,13 +120,14 @@ def test_remove_deletes_the_article_and_the_index_answers_without_it(
 ) -> None:
     before = build_id(fake_index)
     code, out, err = main_in_process(monkeypatch, capsys, "remove", "dogs.txt", "--index", str(fake_index),
-                                     "--model", "fake-model", "--json")  # fmt: skip
+                                     "--model", "fake-model", "--json", service=fake_service)  # fmt: skip
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["articles"] == 2 and summary["embedded"] == 0 and summary["removed"] == 2
     assert build_id(fake_index) != before and "indexed 2 articles" in err
     code, out, err = main_in_process(monkeypatch, capsys, "query", "dogs bark at the postman", "-k", "10",
-                                     "--index", str(fake_index), "--model", "fake-model", "--json")  # fmt: skip
+                                     "--index", str(fake_index), "--model", "fake-model", "--json",
+                                     service=fake_service)  # fmt: skip
     assert code == 0, err
     hits = json.loads(out)["hits"]
     assert hits and {h["article_id"] for h in hits} == {"cats.txt", "ru.txt"}
@@ -156,7 +143,7 @@ def test_exit_1_an_os_error_such_as_an_index_folder_under_a_file(
     corpus = write(tmp_path / "corpus" / "cats.txt", ARTICLES["cats.txt"]).parent
     blocker = write(tmp_path / "a-file", "not a folder")
     code, _, err = main_in_process(monkeypatch, capsys, "index", str(corpus), "--index", str(blocker / "index"),
-                                   "--model", "fake-model", "--json")  # fmt: skip
+                                   "--model", "fake-model", "--json", service=fake_service)  # fmt: skip
     assert code == 1
     one_error_line(err, "")
     assert str(blocker) in err
@@ -167,7 +154,7 @@ def test_exit_2_removing_every_article(
 ) -> None:
     before = build_id(fake_index)
     code, _, err = main_in_process(monkeypatch, capsys, "remove", *ARTICLES, "--index", str(fake_index),
-                                   "--model", "fake-model")  # fmt: skip
+                                   "--model", "fake-model", service=fake_service)  # fmt: skip
     assert code == 2
     one_error_line(err, "removing every article would leave an empty index")
     assert build_id(fake_index) == before
@@ -177,7 +164,7 @@ def test_exit_3_remove_where_there_is_no_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = main_in_process(monkeypatch, capsys, "remove", "cats.txt", "--index", str(tmp_path / "none"),
-                                   "--model", "fake-model")  # fmt: skip
+                                   "--model", "fake-model", service=fake_service)  # fmt: skip
     assert code == 3
     one_error_line(err, "no index in")
 
@@ -199,7 +186,7 @@ def test_exit_5_an_index_file_that_fails_its_checksum(
     data[-1] ^= 0xFF  # one flipped bit pattern in the last byte, as a bad disk or a partial copy would leave
     vectors.write_bytes(bytes(data))
     code, _, err = main_in_process(monkeypatch, capsys, "query", "cats", "--index", str(fake_index),
-                                   "--model", "fake-model")  # fmt: skip
+                                   "--model", "fake-model", service=fake_service)  # fmt: skip
     assert code == 5
     one_error_line(err, f"{vectors} does not match its checksum")
 
@@ -215,7 +202,7 @@ def test_exit_7_removing_an_unknown_article_changes_nothing(
 ) -> None:
     before = build_id(fake_index)
     code, _, err = main_in_process(monkeypatch, capsys, "remove", "cats.txt", "nope.txt", "--index", str(fake_index),
-                                   "--model", "fake-model")  # fmt: skip
+                                   "--model", "fake-model", service=fake_service)  # fmt: skip
     assert code == 7
     one_error_line(err, "no article with id 'nope.txt'")
     assert build_id(fake_index) == before

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import ray  # the cluster extra (make install installs it): missing, this file fails rather than skips
 
-import search.cli
 from benchmarks.xquad import load, write_jsonl
 from search.config import Settings
 from search.index.build import build_index
@@ -28,7 +27,7 @@ from search.records import SearchQuery
 from search.reports.run import ReportOptions
 from search.service import SearchService
 from tests.fakes import FakeEmbedder, KilledOnce
-from tests.helpers import SEEDS, write
+from tests.helpers import SEEDS, main_in_process, write
 
 # Ray's node start-up leaves a socket of its free-port probe unclosed; Python reports it when the socket is collected,
 # in whichever test runs then. Not ours to close.
@@ -159,16 +158,6 @@ def test_parallel_ivf_adds_equal_a_single_process_add(cluster: str) -> None:
     assert faiss.serialize_index(single.index).size == faiss.serialize_index(sharded.index).size
 
 
-def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`search ARGS` in this process; (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["search", *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        search.cli.main()
-    out, err = capsys.readouterr()
-    return int(exit_.value.code or 0), out, err
-
-
 @pytest.mark.model
 def test_the_command_line_indexes_and_reports_on_ray(
     cluster: str,
@@ -178,15 +167,21 @@ def test_the_command_line_indexes_and_reports_on_ray(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`search index seeds/ --ray ADDRESS` and `search report --ray ADDRESS` (the model already loaded here)."""
-    monkeypatch.setattr(search.cli, "_service", lambda s: SearchService(s, local.embedder, local.detector))
     index = str(tmp_path / "index")
-    code, out, err = _cli(monkeypatch, capsys, "index", str(SEEDS), "--index", index, "--ray", cluster, "--json")
+
+    def loaded(settings: Settings) -> SearchService:
+        return SearchService(settings, local.embedder, local.detector)
+
+    code, out, err = main_in_process(
+        monkeypatch, capsys, "index", str(SEEDS), "--index", index, "--ray", cluster, "--json", service=loaded
+    )
     assert code == 0, err
     built = json.loads(out.splitlines()[-1])
     assert built["embedded"] == built["passages"] > 0
-    code, out, err = _cli(
-        monkeypatch, capsys, "report", "--index", index, "--out", str(tmp_path / "r"), "--ray", cluster, "--json"
-    )
+    code, out, err = main_in_process(
+        monkeypatch, capsys, "report", "--index", index, "--out", str(tmp_path / "r"), "--ray", cluster, "--json",
+        service=loaded,
+    )  # fmt: skip
     assert code == 0, err
     assert json.loads(out.splitlines()[-1])["passages"] == built["passages"]
     assert (tmp_path / "r" / "pairs.csv").is_file()
@@ -198,11 +193,10 @@ def test_ray_not_installed_is_one_line_and_exit_10_and_publishes_nothing(
     write(tmp_path / "corpus" / "a.txt", "Cats sleep in the sun.\n\nDogs bark at strangers.\n")
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as when the extra is not installed
     detector = LanguageDetector(["en", "ru"], preload=False)
-    monkeypatch.setattr(search.cli, "_service", lambda s: SearchService(s, FakeEmbedder(), detector))
     index = tmp_path / "index"
-    code, _, err = _cli(
+    code, _, err = main_in_process(
         monkeypatch, capsys, "index", str(tmp_path / "corpus"), "--index", str(index), "--model", "fake-model",
-        "--ray", "auto",
+        "--ray", "auto", service=lambda s: SearchService(s, FakeEmbedder(), detector),
     )  # fmt: skip
     lines = err.strip().splitlines()
     assert code == 10 and len(lines) == 1 and "pip install 'search[cluster]'" in lines[0], err

@@ -40,10 +40,45 @@ def test_parallel_passages_are_grouped_in_pairs() -> None:
 
 
 def test_one_language_has_no_groups() -> None:
-    # Unrelated passages in two languages are tested with the real model (tests/test_translations_model.py):
-    # random Gaussian vectors are no model of them (their best matches pass the calibration at a few percent).
     x = unit(np.random.default_rng(1).normal(size=(400, 64)))
     assert (translation_groups(x, ["en"] * 400, [100] * 400).group == -1).all()
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize(("n", "langs"), [(200, ("en", "zh")), (150, ("en", "zh", "ru"))])
+def test_random_vectors_have_no_groups(seed: int, n: int, langs: tuple[str, ...]) -> None:
+    # The best match of each of N random vectors, when mutual, is the best of N picked as a target is: only decoys
+    # picked the same way (mutual best matches within one language) keep them out.
+    x = unit(np.random.default_rng(seed).normal(size=(n * len(langs), 384)))
+    found = translation_groups(x, [lang for lang in langs for _ in range(n)], [100] * len(x))
+    assert found.pairs == 0 and (found.group == -1).all()
+
+
+def siblings(topics: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Unrelated passages that share topics across languages, as XQuAD paragraphs of one article do: four
+    paragraphs a topic, two in "English" and the other two in "Chinese" (no translations), centered per language."""
+    rng = np.random.default_rng(seed)
+    paragraphs = rng.normal(size=(topics, 1, 64)) + 0.8 * rng.normal(size=(topics, 4, 64))
+    en = paragraphs[:, :2].reshape(-1, 64)
+    zh = paragraphs[:, 2:].reshape(-1, 64) + 0.3 * rng.normal(size=(2 * topics, 64))  # the language's own noise
+    return unit(np.vstack([en - en.mean(axis=0), zh - zh.mean(axis=0)])), ["en"] * len(en) + ["zh"] * len(zh)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_paragraphs_on_shared_topics_are_not_translations(seed: int) -> None:
+    # Without the decoys from within each language, 10 to 25 of these pairs passed (one topic's paragraphs in two
+    # languages are each other's mutual best matches, standing above the decoys built from cross-language matches).
+    x, langs = siblings(60, seed)
+    assert translation_groups(x, langs, [100] * len(langs)).pairs == 0
+
+
+def test_five_parallel_passages_are_enough() -> None:
+    # knockoff+ at 0.1: 10 targets above every decoy, and each mutual pair is a target from both of its sides
+    x, langs = parallel(5, 0.5)
+    found = translation_groups(x, langs, [100] * len(langs))
+    assert found.pairs == 5 and np.array_equal(found.group[:5], found.group[5:])
+    x, langs = parallel(4, 0.5)
+    assert translation_groups(x, langs, [100] * len(langs)).pairs == 0
 
 
 def test_knockoff_threshold_needs_one_over_fdr_targets_above_each_decoy() -> None:

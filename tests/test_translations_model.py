@@ -57,6 +57,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     out.close()
 
 
+@pytest.fixture(scope="module")
+def group_of(built: Built) -> dict[str, int]:
+    """The pooled index's translation group of each passage id; -1 where a passage has none."""
+    groups = built.pooled.store.translation_groups()
+    return {p.passage_id: int(groups[r]) for r, p in enumerate(built.pooled.store.all_passages())}
+
+
 def questions(built: Built, lang: str, n: int = 20) -> list[str]:
     return [q.text for q in built.questions[lang] if max(q.paragraphs) < N][:n]
 
@@ -73,13 +80,13 @@ def test_the_build_groups_each_paragraph_with_its_translations(built: Built) -> 
     assert pairs <= truth and len(found) >= 0.9 * len(truth)
 
 
-def test_collapse_returns_each_group_once_in_the_query_language_with_its_translations(built: Built) -> None:
-    groups = built.pooled.store.translation_groups()
-    rows = {p.passage_id: r for r, p in enumerate(built.pooled.store.all_passages())}
+def test_collapse_returns_each_group_once_in_the_query_language_with_its_translations(
+    built: Built, group_of: dict[str, int]
+) -> None:
     results = built.pooled.search_many([SearchQuery(t, k=10, translations="collapse") for t in questions(built, "zh")])
     listed = 0
     for r in results:
-        seen = [int(groups[rows[h.passage.passage_id]]) for h in r.hits]
+        seen = [group_of[h.passage.passage_id] for h in r.hits]
         assert len([g for g in seen if g >= 0]) == len({g for g in seen if g >= 0})  # each group once
         for h in r.hits:
             members = [h.passage, *h.translations]
@@ -91,13 +98,11 @@ def test_collapse_returns_each_group_once_in_the_query_language_with_its_transla
     assert listed > 0
 
 
-def test_together_ranks_the_members_of_a_group_next_to_each_other(built: Built) -> None:
-    groups = built.pooled.store.translation_groups()
-    rows = {p.passage_id: r for r, p in enumerate(built.pooled.store.all_passages())}
+def test_together_ranks_the_members_of_a_group_next_to_each_other(built: Built, group_of: dict[str, int]) -> None:
     results = built.pooled.search_many([SearchQuery(t, k=12, translations="together") for t in questions(built, "ru")])
     adjacent = 0
     for r in results:
-        seen = [int(groups[rows[h.passage.passage_id]]) for h in r.hits]
+        seen = [group_of[h.passage.passage_id] for h in r.hits]
         runs = [g for i, g in enumerate(seen) if g >= 0 and (i == 0 or seen[i - 1] != g)]
         complete = runs[:-1]  # the last group may run past k
         assert len(complete) == len(set(complete)), seen
@@ -105,14 +110,12 @@ def test_together_ranks_the_members_of_a_group_next_to_each_other(built: Built) 
     assert adjacent > 0
 
 
-def test_full_diversity_never_returns_two_members_of_one_group(built: Built) -> None:
-    groups = built.pooled.store.translation_groups()
-    rows = {p.passage_id: r for r, p in enumerate(built.pooled.store.all_passages())}
+def test_full_diversity_never_returns_two_members_of_one_group(built: Built, group_of: dict[str, int]) -> None:
     texts = [t for lang in LANGS for t in questions(built, lang, 7)]
     results = built.pooled.search_many([SearchQuery(t, k=10, translations="together", diversity=1.0) for t in texts])
     grouped = 0
     for r in results:
-        seen = [int(groups[rows[h.passage.passage_id]]) for h in r.hits]
+        seen = [group_of[h.passage.passage_id] for h in r.hits]
         members = [g for g in seen if g >= 0]
         assert len(r.hits) == 10 and len(members) == len(set(members)), seen
         grouped += len(members)

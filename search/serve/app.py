@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from search import __version__
 from search.config import Settings, load_settings
 from search.errors import BadInput, Forbidden, SearchError
-from search.records import Article, GroupBy, Mode, SearchQuery, Translations
+from search.records import Article, GroupBy, Mode, Translations
 from search.serve.guards import install_guards
 from search.serve.mcp import create_mcp
 from search.serve.reports import router as report_router
@@ -193,11 +193,11 @@ def create_app(
             if not sep or not key:
                 raise BadInput(f"meta: {item!r} should be field:value, e.g. meta=source:Reuters")
             metadata[key] = value
-        query = SearchQuery(
-            q,
+        request = SearchRequest(
+            query=q,
             k=k,
-            langs=lang or (),
-            articles=article or (),
+            lang=lang or [],
+            article=article or [],
             mode=mode,
             offset=offset,
             min_score=min_score,
@@ -210,7 +210,7 @@ def create_app(
             translations=translations,
             diversity=diversity,
         )
-        return SearchResponse.of(svc.search(query))
+        return SearchResponse.of(svc.search(request.to_query()))
 
     @app.post("/search", response_model=SearchResponse, responses=_ERRORS, summary="Search passages (POST)")
     def search_post(svc: ServiceDep, body: SearchRequest) -> SearchResponse:

@@ -8,7 +8,8 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from search.errors import SearchError
-from search.records import Mode, SearchQuery, Translations
+from search.records import Mode, Translations
+from search.serve.schemas import SearchRequest
 from search.service import SearchService
 
 _INSTRUCTIONS = (
@@ -47,17 +48,17 @@ def create_mcp(get_service: Callable[[], SearchService]) -> MCPServer:
         translations: Translations | None = None,
         diversity: float = 0.0,
     ) -> dict[str, Any]:
-        q = SearchQuery(
-            query,
+        request = SearchRequest(
+            query=query,
             k=k,
-            langs=lang or (),
+            lang=lang or [],
             mode=mode,
             context=context,
             highlight=True,
             translations=translations,
             diversity=diversity,
         )
-        return run(lambda svc: svc.search(q).as_dict())
+        return run(lambda svc: svc.search(request.to_query()).as_dict())
 
     @server.tool(
         description="Read one passage by its passage_id (ids are stable across index rebuilds), with the passages "

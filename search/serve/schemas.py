@@ -1,7 +1,8 @@
 """The HTTP API's request and response models: every parameter and field documented in the OpenAPI schema.
 
 Hits are serialized once, by `records.Hit.as_dict`, and validated into these models, so the API, MCP and
-`search query --json` give the same shape.
+`search query --json` give the same shape. A search's inputs become a `SearchQuery` once, by
+`SearchRequest.to_query`: GET and POST /search, the batch and MCP's `search_passages` all go through it.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class HitOut(PassageOut):
     )
 
 
+# A search as the edges name its inputs (`lang`, `article`); a comment, not a docstring, which OpenAPI would show.
 class SearchRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

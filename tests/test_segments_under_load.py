@@ -8,6 +8,7 @@ once a write has returned, no search sent after it finds what it replaced or del
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -75,7 +76,6 @@ class Writes:
     current: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (write returned, text since)
     deleted: dict[str, float] = field(default_factory=dict)  # id -> when its DELETE returned
     started: dict[str, float] = field(default_factory=dict)  # id -> when its first write was sent
-    builds: set[str] = field(default_factory=set)  # the builds the writes published
 
 
 def check_hit(hit: dict[str, Any], sent: float, writes: Writes) -> list[str]:
@@ -94,7 +94,10 @@ def check_hit(hit: dict[str, Any], sent: float, writes: Writes) -> list[str]:
     return problems
 
 
-def test_16_readers_during_writes_and_merges_see_no_error_and_consistent_answers(tmp_path: Path) -> None:
+def test_16_readers_during_writes_and_merges_see_no_error_and_consistent_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="search.service")
     detector = LanguageDetector(["en", "ru"], preload=False)
     base = {f"a{i:02d}": text(i, 0) for i in range(12)}
     corpus = write(
@@ -107,8 +110,6 @@ def test_16_readers_during_writes_and_merges_see_no_error_and_consistent_answers
     svc.build([corpus])
     svc.load()
     writes = Writes(texts={aid: {t} for aid, t in base.items()})
-    first_build = current_build(svc.settings.index_dir)
-    assert first_build is not None
 
     # The writer's plan: new articles, replaced ones and deletions (some of articles it added), each id at most
     # once per kind, so that what a reader may find follows from the times alone.
@@ -170,6 +171,7 @@ def test_16_readers_during_writes_and_merges_see_no_error_and_consistent_answers
                         elif not (r.status_code == 404 and touched):
                             errors.append(f"GET /passages/{hit['passage_id']}: {r.status_code} {r.text[:300]}")
                     answered[me] += 1
+                    stop.wait(0.02)  # 16 readers in the server's own process: the writer needs a turn too
 
         threads = [threading.Thread(target=reader, args=(n,), name=f"reader-{n}") for n in range(READERS)]
         for t in threads:
@@ -183,7 +185,6 @@ def test_16_readers_during_writes_and_merges_see_no_error_and_consistent_answers
                     else:
                         r = client.delete(f"/articles/{aid}")
                     assert r.status_code == 200, f"{method} {aid}: {r.status_code} {r.text}"
-                    writes.builds.add(r.json()["build_id"])
                     done = time.monotonic()
                     if method == "PUT":
                         writes.current[aid] = (done, body)
@@ -200,13 +201,13 @@ def test_16_readers_during_writes_and_merges_see_no_error_and_consistent_answers
 
     assert errors == [], f"{len(errors)} errors, the first: {errors[:5]}"
     assert min(answered) > 0, answered
-    # merges ran: builds were published that no write returned, and fewer segments are left than writes made
+    # merges ran in the background: 16 upserts each added a segment, and a few are left
     final = current_build(svc.settings.index_dir)
     assert final is not None and health["build_id"] == final.name
-    assert final.name not in writes.builds or len(health["segments"]) < len(plan)
+    assert len(health["segments"]) <= 4, health["segments"]
+    assert "compacting" in caplog.text  # and a due merge refit the means
     live = {aid for aid in writes.texts if aid not in writes.deleted}
     assert {a.article_id for a in svc.articles()} == live
-    print(f"\n{sum(answered)} searches by {READERS} readers, {len(plan)} writes, {len(health['segments'])} segments")
 
 
 def test_a_reload_slower_than_a_write_does_not_serve_the_build_the_write_replaced(

@@ -202,8 +202,12 @@ def test_kill_9_inside_a_removal(
     kill_in_step(step, index, detector, clis, args, new, once=True)
 
 
-@pytest.mark.parametrize("step", ["write", "rename", "swap", "prune", "done"])
-def test_kill_9_inside_a_merge(step: str, tmp_path: Path, detector: LanguageDetector, clis: Callable[..., Cli]) -> None:
+MERGE_ENV = {"SEARCH_MERGE_FACTOR": "2", "SEARCH_REFRESH_SHARE": "100"}  # merged when two segments share a tier
+
+
+def segmented_index(tmp_path: Path, detector: LanguageDetector) -> tuple[Path, Path]:
+    """An index whose two small segments are due for a merge at SEARCH_MERGE_FACTOR=2, and its corpus folder,
+    unchanged since it was indexed: `search index` of it has nothing to write, and runs the merge."""
     index = tmp_path / "index"
     svc = service(index, detector, merges="off")
     svc.build([corpus(tmp_path / "corpus", BASE)])
@@ -213,9 +217,55 @@ def test_kill_9_inside_a_merge(step: str, tmp_path: Path, detector: LanguageDete
     svc.build([latest])
     svc.close()
     assert published(index, detector).segments == [(32, 4), (8, 4), (4, 0)]
+    return index, latest
+
+
+@pytest.mark.parametrize("step", ["write", "rename", "swap", "prune", "done"])
+def test_kill_9_inside_a_merge(step: str, tmp_path: Path, detector: LanguageDetector, clis: Callable[..., Cli]) -> None:
+    index, latest = segmented_index(tmp_path, detector)
     new = reference(index, detector, lambda svc: svc.merge(), merge_factor=2, refresh_share=100.0)
     assert new.segments == [(32, 4), (8, 0)]  # the two small ones merged, a10's old version purged
-    # an unchanged corpus: nothing to write, and the due merge runs (SEARCH_MERGE_FACTOR=2: two segments of a tier)
     args = ["index", str(latest), "--index", str(index), "--json"]
-    env = {"SEARCH_MERGE_FACTOR": "2", "SEARCH_REFRESH_SHARE": "100"}
-    kill_in_step(step, index, detector, clis, args, new, unlocked=["write"], **env)
+    kill_in_step(step, index, detector, clis, args, new, unlocked=["write"], **MERGE_ENV)
+
+
+@pytest.mark.parametrize("end", ["resumed", "killed"])
+def test_a_removal_while_a_merge_writes_its_segment(
+    end: str, tmp_path: Path, detector: LanguageDetector, clis: Callable[..., Cli]
+) -> None:
+    """A merge writes its segment without the writer lock: another process removes an article meanwhile, without
+    waiting; the merge then publishes with that deletion carried over into its segment, or, killed, leaves the
+    removal published and the next merge purges it."""
+    index, latest = segmented_index(tmp_path, detector)
+    purged = reference(
+        index, detector, lambda svc: (svc.remove_articles(["a11.txt"]), svc.merge()), merges="off", merge_factor=2,
+        refresh_share=100.0,
+    )  # fmt: skip
+    assert purged.segments == [(32, 4), (4, 0)]  # a11's segment, all deleted now, dropped
+    merging = clis("merge", "index", str(latest), "--index", str(index), "--json", pause="write", **MERGE_ENV)
+    merging.wait_paused()
+    removal = clis(
+        "remove", "remove", "a11.txt", "--index", str(index), "--json", SEARCH_WRITE_LOCK_TIMEOUT="0",
+        SEARCH_MERGES="off",
+    )  # fmt: skip
+    assert removal.finish()[0] == 0, removal.stderr  # no wait: the merge holds no lock
+    removed = published(index, detector)
+    assert "a11.txt" not in {a for a, _ in removed.articles}
+    if end == "resumed":
+        merging.resume()
+        assert merging.finish()[0] == 0, merging.stderr
+        merged = published(index, detector)
+        assert merged.segments == [(32, 4), (8, 4)]  # merged, with a11 deleted in the new segment
+        assert merged.articles == removed.articles
+        # dense: the same vectors (to float16 precision: a merge re-indexes the stored raw vectors), the same ranks
+        assert [[pid for pid, _ in a] for a in merged.answers[0::3]] == [
+            [pid for pid, _ in a] for a in removed.answers[0::3]
+        ]
+    else:
+        merging.kill()
+        assert published(index, detector) == removed
+        assert [n for n in leftovers(index) if n.startswith(".tmp-seg-")], leftovers(index)
+        corpus(latest, {**{i: 0 for i in BASE if i != 5}, 10: 1})  # the corpus without a11 too: nothing to write
+        rc, _ = clis("again", "index", str(latest), "--index", str(index), "--json", **MERGE_ENV).finish()
+        assert rc == 0 and published(index, detector) == purged
+    assert leftovers(index) == []

@@ -163,11 +163,12 @@ def test_16_readers_during_writes_and_merges_see_no_error_and_consistent_answers
                             errors.append(f"lang=ru filter: a {hit['lang']} hit")
                     if hits:
                         hit = pick.choice(hits)
+                        asked = time.monotonic()
                         r = client.get(f"/passages/{hit['passage_id']}")
                         # gone only if a write that touched its article was sent before the answer came back
                         touched = writes.started.get(hit["article_id"], float("inf")) < time.monotonic()
                         if r.status_code == 200:
-                            errors.extend(check_hit({**r.json(), "context": []}, sent, writes))
+                            errors.extend(check_hit({**r.json(), "context": []}, asked, writes))
                         elif not (r.status_code == 404 and touched):
                             errors.append(f"GET /passages/{hit['passage_id']}: {r.status_code} {r.text[:300]}")
                     answered[me] += 1

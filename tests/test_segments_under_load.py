@@ -202,10 +202,10 @@ def test_16_readers_during_writes_and_merges_see_no_error_and_consistent_answers
 
     assert errors == [], f"{len(errors)} errors, the first: {errors[:5]}"
     assert min(answered) > 0, answered
-    # merges ran in the background: 16 upserts each added a segment, and a few are left
+    # merges ran in the background: 16 upserts each added a segment (17 without merges), and a few are left
     final = current_build(svc.settings.index_dir)
     assert final is not None and health["build_id"] == final.name
-    assert len(health["segments"]) <= 4, health["segments"]
+    assert len(health["segments"]) <= 5, health["segments"]
     assert "compacting" in caplog.text  # and a due merge refit the means
     live = {aid for aid in writes.texts if aid not in writes.deleted}
     assert {a.article_id for a in svc.articles()} == live

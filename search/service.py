@@ -69,6 +69,7 @@ class SearchService:
         self._embedder = embedder
         self._detector = detector
         self._store: Store | None = None
+        self._swap = threading.Lock()  # the served store is replaced by one thread at a time (`load`)
         self._lock = threading.RLock()
         # One writer at a time in this process (the index folder's lock, `search.index.writers`, is the one across
         # processes); readers never wait for it: a write publishes a new build and swaps the store.
@@ -111,7 +112,7 @@ class SearchService:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = self.load()
+            return self.load()
         return self._store
 
     def load(self, index_dir: Path | None = None) -> Store:
@@ -143,8 +144,13 @@ class SearchService:
         # Segments the served store has loaded already are taken over, not read again (a write links them unchanged).
         served = self._store if self._store is not None and self._store.folder.parent == folder.parent else None
         store = Store(folder, manifest, reuse=served)
-        self._store = store
-        return store
+        # Loads run without the writer lock (a background merge's, the watch's): one may end after a write has
+        # published and served a newer build, and serving the build it loaded would undo that write for every
+        # search after the write's answer. A build that is no longer `current` once loaded is not served.
+        with self._swap:
+            if self._store is None or current_build(index_dir) == folder:
+                self._store = store
+            return self._store
 
     def reload(self) -> bool:
         """Serve the build that `current` points at now, if it is not the one being served.

@@ -289,3 +289,19 @@ def test_search_index_with_other_settings_is_a_full_build(tmp_path: Path, detect
     other.load()
     assert len(other.store.segments) == 1 and other.store.manifest["lexical"]["zh_tokenizer"] == "bigram"
     assert svc.settings.zh_tokenizer == "jieba"
+
+
+def test_a_store_outlives_its_pruned_build_folder(tmp_path: Path, detector: LanguageDetector) -> None:
+    import threading
+
+    svc = service(tmp_path, detector, merges="off")
+    held = svc.store
+    svc.upsert_article(article(10))
+    svc.upsert_article(article(11))  # publishing prunes every build but the current one and the one it replaced
+    assert not held.folder.exists()
+    found: list[object] = []
+    reader = threading.Thread(target=lambda: found.append(held.passages_at([0, 5])))  # a thread with no connection
+    reader.start()
+    reader.join()
+    assert sorted(found[0]) == [0, 5]  # type: ignore[call-overload]
+    assert held.search(held.vectors_at([3])[0], 1)[0][0] == 3 and len(held.all_passages()) == 12

@@ -163,9 +163,15 @@ class Segment:
         vi.set_search_params(self.index, self.vector_index["params"])
         self.lexical = LexicalIndex.load(folder / LEXICAL)
         self.size = int(self.index.ntotal)
-        self._raw: np.ndarray | None = None
         self._local = threading.local()
         self._groups: np.ndarray | None = None
+        # Opened now, while the folder exists: a store that outlives its build folder (pruned two publications
+        # later, while a long search or report still holds the store) keeps reading through this connection and
+        # this map, which hold the files open; threads that find the folder gone share the connection (SQLite is
+        # compiled serialized, so one connection may serve several threads).
+        self._anchor = self._connect()
+        self._local.db = self._anchor
+        self._raw: np.ndarray = self._load_raw()
         # Builds made before PDFs were read have no page columns: their passages have no page.
         columns = {r[1] for r in self._db().execute("PRAGMA table_info(passages)")}
         self._cols = PASSAGE_COLS if "page" in columns else PASSAGE_COLS.replace(", page", ", NULL")
@@ -182,12 +188,19 @@ class Segment:
         other._local = threading.local()  # connections open the new path
         return other
 
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(f"file:{self.folder / DB}?mode=ro", uri=True, check_same_thread=False)
+        db.execute("SELECT 1 FROM passages LIMIT 1").fetchall()  # opens the file now, not at the first query
+        return db
+
     def _db(self) -> sqlite3.Connection:
-        # SQLite connections must not cross threads; FastAPI runs sync routes in a pool, so one per thread.
+        # One connection per thread (FastAPI runs sync routes in a pool), so reads of different threads do not queue.
         db = getattr(self._local, "db", None)
         if db is None:
-            path = self.folder / DB
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            try:
+                db = self._connect()
+            except sqlite3.OperationalError:  # the build folder was pruned: the files live on in the anchor
+                db = self._anchor
             self._local.db = db
         return db
 
@@ -369,17 +382,17 @@ class Segment:
     def raw_vectors(self) -> np.ndarray:
         """The model's vectors before centering, one row per passage, memory-mapped (float16; float32 in builds
         made before `raw.f16.npy`)."""
-        if self._raw is None:
-            path = self.folder / RAW
-            if path.is_file():
-                self._raw = vi.load_raw_f16(path)
-            else:
-                self._raw = np.load(self.folder / RAW_F32, mmap_mode="r")
         return self._raw
+
+    def _load_raw(self) -> np.ndarray:
+        path = self.folder / RAW
+        if path.is_file():
+            return vi.load_raw_f16(path)
+        return np.load(self.folder / RAW_F32, mmap_mode="r")
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
-        if db is not None:
+        if db is not None and db is not self._anchor:
             db.close()
 
 

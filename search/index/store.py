@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -271,8 +272,8 @@ class Store:
                 else Segment(folder / e["path"], e.get("vector_index") or manifest.get("vector_index"), translations)
                 for e in self.entries
             ]
-        except (RuntimeError, OSError, ValueError, KeyError) as exc:
-            raise IndexCorrupt(f"{folder}: cannot read the vector index ({exc}); rebuild it") from exc
+        except (RuntimeError, OSError, ValueError, KeyError, sqlite3.Error) as exc:
+            raise IndexCorrupt(f"{folder}: cannot read the index ({exc}); rebuild it") from exc
         self.offsets = np.cumsum([0, *(s.size for s in self.segments)]).astype(np.int64)
         tombstones: dict[str, list[str]] = manifest.get("tombstones") or {}
         self.dead_articles = [set(tombstones.get(e["id"], ())) for e in self.entries]

@@ -225,8 +225,8 @@ def alternating(services: dict[str, SearchService], questions: Sequence[str]) ->
                 services[name].search(SearchQuery(q, k=10, mode=mode))
                 times.setdefault((name, mode, pass_), []).append(time.perf_counter() - start)
     out: dict[str, Any] = {}
-    for (name, mode, pass_), samples in sorted(times.items()):
-        out.setdefault(name, {}).setdefault(mode, {"queries": len(samples)})[f"{pass_}_p50_ms"] = p50_ms(samples)
+    for (name, asked, pass_), samples in sorted(times.items()):
+        out.setdefault(name, {}).setdefault(asked, {"queries": len(samples)})[f"{pass_}_p50_ms"] = p50_ms(samples)
     return out
 
 

@@ -60,9 +60,10 @@ eval: model ## retrieval quality on XQuAD through the product's own path -> eval
 eval-quick: model ## the held-out subset: 120 paragraphs of en,zh,ar (passage vs query means) -> eval-results/quick/
 	$(BIN)/python -m benchmarks.eval --langs en,zh,ar --limit 120 --every-question --out eval-results/quick
 
-bench: model ## indexing, query latency under load, memory, vector-index scale, precision profiles -> bench-results/
+bench: model ## indexing, query latency under load, memory, vector-index scale, precision profiles, writes -> bench-results/
 	$(BIN)/python -m benchmarks.bench --out bench-results
 	$(BIN)/python -m benchmarks.bench_precision --out bench-results
+	$(BIN)/python -m benchmarks.bench_segments --out bench-results
 
 bench-cluster: model ## Ray: build passages/s local vs 1-2 actors, report kNN, Serve QPS at 1-2 replicas -> bench-results/
 	$(BIN)/python -m benchmarks.bench_cluster --out bench-results

@@ -164,6 +164,29 @@ def test_translation_null_counts_the_pairs_within_groups() -> None:
         assert len(a) >= 80 and (paragraph[a] == paragraph[b]).all() and (langs[a] != langs[b]).all()
 
 
+@pytest.mark.model
+def test_bench_segments_quick_runs(tmp_path: Path) -> None:
+    stdout = run_module("benchmarks.bench_segments", "--quick", "--out", str(tmp_path))
+
+    result = json.loads((tmp_path / "segments.json").read_text(encoding="utf-8"))
+    assert "### Writes on a 2,000-passage index" in stdout
+    scale, compaction = result["scale"], result["compaction"]
+    assert scale["base"]["passages"] == 2_000
+    for u in scale["upserts"]:
+        assert u["embedded"] == 10 and u["total_s"] >= u["without_embed_s"] > 0
+        assert all(rank is not None for rank in u["found_rank"].values()), "the next search finds the new article"
+    assert scale["http_put"]["embedded"] == 10 and scale["http_put"]["found_rank_hybrid"] is not None
+    assert all(d["gone"] and d["total_s"] > 0 for d in scale["deletes"])
+    assert scale["segments"] == 3
+    for index in ("segments", "one"):
+        for mode in ("dense", "hybrid"):
+            timed = scale["search"][index][mode]
+            assert timed["queries"] == 4 and timed["with_encode_p50_ms"] > 0 and timed["retrieval_p50_ms"] > 0
+    assert compaction["articles"] == 12 and compaction["writes"] == 5
+    assert all(in_unit_interval(share) for share in compaction["identical_top10"].values())
+    assert result["summary"]["delete_s"] > 0
+
+
 def test_bench_durable_measures_the_syncs_of_a_tiny_build() -> None:
     r = measure(30, 1, np.random.default_rng(0))
     assert r["passages"] == 30 and r["build_mb"] >= 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.errors import NotFound
+from search.errors import BadInput, NotFound
 from search.index.segments import commit_merge, prepare_merge
 from search.index.store import Store, current_build, read_manifest
 from search.ingest.language import LanguageDetector
@@ -305,3 +305,16 @@ def test_a_store_outlives_its_pruned_build_folder(tmp_path: Path, detector: Lang
     reader.join()
     assert sorted(found[0]) == [0, 5]  # type: ignore[call-overload]
     assert held.search(held.vectors_at([3])[0], 1)[0][0] == 3 and len(held.all_passages()) == 12
+
+
+def test_removing_every_live_article_across_segments_is_refused(tmp_path: Path, detector: LanguageDetector) -> None:
+    svc = service(tmp_path, detector, first=3, merges="off")
+    svc.upsert_article(article(1, version=1))  # a01 now lives in the new segment, its old version is a tombstone
+    svc.upsert_article(article(5))
+    svc.remove_articles(["a00.txt"])
+    before = svc.store.build_id
+    with pytest.raises(BadInput, match="empty index"):
+        svc.remove_articles(["a01.txt", "a02.txt", "a05.txt"])
+    assert svc.store.build_id == before
+    svc.remove_articles(["a01.txt", "a02.txt"])
+    assert [a.article_id for a in svc.articles()] == ["a05.txt"]

@@ -257,6 +257,9 @@ class Segment:
     def has_article(self, article_id: str) -> bool:
         return self._db().execute("SELECT 1 FROM articles WHERE article_id = ?", (article_id,)).fetchone() is not None
 
+    def article_count(self) -> int:
+        return int(self._db().execute("SELECT count(*) FROM articles").fetchone()[0])
+
     def article_ids(self) -> list[str]:
         return [r[0] for r in self._db().execute("SELECT article_id FROM articles ORDER BY rowid")]
 

@@ -165,7 +165,9 @@ def commit(
             "files": dict(sorted(files.items())),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-        durable.sync_tree(staging)
+        # The linked files' data was synced with the build that wrote them: only the new files are synced, and
+        # every folder (the links are new names in them). Syncing each link too cost one journal commit per file.
+        durable.sync_tree(staging, skip=set(files) - {f"{p.entry['path']}/{rel}" for p in add for rel in p.files})
         final = builds / build_id
         writers.reached("rename")
         os.replace(staging, final)
@@ -274,7 +276,9 @@ def delete_articles(index_dir: Path, store: Store, article_ids: Sequence[str]) -
     unknown = [a for a in article_ids if not any(a in ids for ids in deleted.values())]
     if unknown:
         raise NotFound(f"no article with id {', '.join(map(repr, unknown))}; see GET /articles")
-    if len(set(article_ids)) >= len(store.articles()):
+    # Counted in SQLite: listing the articles (titles, metadata, languages) cost a delete 0.4 s at 10,000 articles.
+    live = sum(seg.article_count() - len(dead) for seg, dead in zip(store.segments, store.dead_articles, strict=True))
+    if len(set(article_ids)) >= live:
         raise BadInput("removing every article would leave an empty index; build a new one instead")
     with stage(summary.stages, "write"):
         summary.removed = len(_passage_ids(store, deleted))

@@ -53,6 +53,8 @@ CREATE INDEX passages_article ON passages(article_id, paragraph, part);
 CREATE INDEX passages_lang ON passages(lang);
 CREATE INDEX passages_translation_group ON passages(translation_group);
 """
+# A segment of up to this many rows keeps its passages' ids and languages in memory (`Segment._small_keys`).
+_SMALL = 4096
 PASSAGE_COLS = "passage_id, article_id, title, paragraph, part, start, end, lang, text, section, page"
 
 
@@ -165,6 +167,7 @@ class Segment:
         self.size = int(self.index.ntotal)
         self._local = threading.local()
         self._groups: np.ndarray | None = None
+        self._keys: list[tuple[str, str, str]] | None = None
         # Opened now, while the folder exists: a store that outlives its build folder (pruned two publications
         # later, while a long search or report still holds the store) keeps reading through this connection and
         # this map, which hold the files open; threads that find the folder gone share the connection (SQLite is
@@ -241,9 +244,23 @@ class Segment:
         )
         return np.array([r[0] for r in found], dtype=np.int64)
 
+    def _small_keys(self) -> list[tuple[str, str, str]] | None:
+        """(passage id, article id, language) of every row, read once, for a small segment (a write's or a young
+        merge's): a search touches each segment, and its lookups then cost no SQLite query."""
+        if self.size > _SMALL:
+            return None
+        if self._keys is None:
+            cur = self._db().execute("SELECT passage_id, article_id, lang FROM passages ORDER BY row")
+            self._keys = [(pid, aid, lang) for pid, aid, lang in cur]
+        return self._keys
+
     def rows_in_languages(self, rows: Sequence[int], langs: Sequence[str]) -> set[int]:
         if not rows or not langs:
             return set()
+        keys = self._small_keys()
+        if keys is not None:
+            wanted = set(langs)
+            return {r for r in rows if keys[r][2] in wanted}
         cur = self._db().execute(
             f"SELECT row FROM passages WHERE {row_in(len(rows))} AND lang IN ({','.join('?' * len(langs))})",
             [*rows, *langs],
@@ -296,6 +313,9 @@ class Segment:
     def langs_at(self, rows: Sequence[int]) -> dict[int, str]:
         if not rows:
             return {}
+        keys = self._small_keys()
+        if keys is not None:
+            return {r: keys[r][2] for r in rows}
         return dict(self._db().execute(f"SELECT row, lang FROM passages WHERE {row_in(len(rows))}", list(rows)))
 
     def context(self, p: Passage, n: int) -> list[tuple[str, Passage]]:
@@ -345,6 +365,9 @@ class Segment:
         """Ids of the passages at `rows`: all that ranking needs, without reading their text."""
         if not rows:
             return {}
+        keys = self._small_keys()
+        if keys is not None:
+            return {r: PassageKey(keys[r][0], keys[r][1]) for r in rows}
         cur = self._db().execute(f"SELECT row, passage_id, article_id FROM passages WHERE {row_in(len(rows))}", rows)
         return {row: PassageKey(pid, aid) for row, pid, aid in cur}
 

@@ -26,6 +26,7 @@ from search.index.segments import (
     changes,
     commit_merge,
     delete_articles,
+    on_global_mean,
     plan_merge,
     prepare_merge,
     refresh_due,
@@ -312,9 +313,10 @@ class SearchService:
             self.reload()
             store = self.store
             ids = plan_merge(store, s.merge_factor)
-            if not ids:
+            # Means are refit when a merge is due anyway, so they stay frozen between merges as BM25 statistics do;
+            # a language on the global mean cannot wait for that (docs/quality.md#quality-under-writes).
+            if not ids and not on_global_mean(store, s.centering_min_passages):
                 return merged
-            # Means are refit when a merge is due anyway, so they stay frozen between merges as BM25 statistics do.
             reason = refresh_due(store, s.refresh_share, s.centering_min_passages)
             if reason:
                 log.info("compacting %s/: %s", s.index_dir, reason)

@@ -258,3 +258,19 @@ def test_a_merge_becomes_a_compaction_when_writes_outgrow_the_means(tmp_path: Pa
     # the means are now those of every passage
     raw = np.asarray(store.raw_vectors(), dtype=np.float32)
     np.testing.assert_allclose(store.centering.global_mean, raw.mean(axis=0), atol=1e-3)
+
+
+def test_a_language_on_the_global_mean_is_refit_at_its_first_write(tmp_path: Path, detector: LanguageDetector) -> None:
+    # The fake model has no mean bank: a new language has neither a mean of its own nor a borrowed one.
+    svc = service(tmp_path, detector, merges="inline", centering_min_passages=2)
+    ru = Article("ru.txt", "Реки", "Реки текут на север.\n\nЛюди смотрят на реки с холмов.\n\nРыбы живут в реках.")
+    svc.upsert_article(ru)  # no merge is due (two segments), yet the means are refit at once
+    store = svc.store
+    assert len(store.segments) == 1 and "ru" in store.centering.means
+    assert "written_since_fit" not in store.manifest
+
+
+def test_an_english_write_waits_for_a_due_merge(tmp_path: Path, detector: LanguageDetector) -> None:
+    svc = service(tmp_path, detector, merges="inline", centering_min_passages=2)
+    svc.upsert_article(article(10))
+    assert len(svc.store.segments) == 2 and svc.store.manifest["written_since_fit"] == 3

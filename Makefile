@@ -61,7 +61,7 @@ eval-quick: model ## the held-out subset: 120 paragraphs of en,zh,ar (passage vs
 	$(BIN)/python -m benchmarks.eval --langs en,zh,ar --limit 120 --every-question --out eval-results/quick
 
 eval-writes: model ## drift under writes: ru written onto an en+zh index vs a full rebuild -> eval-results/writes/
-	$(BIN)/python -m benchmarks.eval_segments --out eval-results/writes
+	$(BIN)/python -m benchmarks.eval_segments --questions 100 --out eval-results/writes
 
 bench: model ## indexing, query latency under load, memory, vector-index scale, precision profiles -> bench-results/
 	$(BIN)/python -m benchmarks.bench --out bench-results

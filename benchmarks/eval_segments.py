@@ -31,7 +31,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,13 @@ class Variant:
 def refresh_off(off: bool) -> Iterator[None]:
     """No setting turns the refresh off (it is what bounds the drift); the `merged` variant measures merges
     without it, so its rule is replaced here, for this benchmark only."""
-    with mock.patch.object(service_module, "refresh_due", lambda *args, **kwargs: "") if off else nullcontext():
+    if not off:
+        yield
+        return
+    with (
+        mock.patch.object(service_module, "refresh_due", lambda *args, **kwargs: ""),
+        mock.patch.object(service_module, "on_global_mean", lambda *args, **kwargs: []),
+    ):
         yield
 
 

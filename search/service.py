@@ -322,6 +322,8 @@ class SearchService:
                 log.info("compacting %s/: %s", s.index_dir, reason)
                 self.compact()
                 return merged + 1
+            if not ids:
+                return merged
             prepared, start = prepare_merge(
                 s.index_dir, store, ids, options=self._vector_index_options(), zh_tokenizer=s.zh_tokenizer,
                 probes=lambda passages, st: query_probes(passages, self.embedder, st.centering),

@@ -181,7 +181,8 @@ class Settings(BaseSettings):
         gt=0,
         description="a merge that is due becomes a compaction (centering means and BM25 statistics refit over "
         "everything) once writes added more than this share of the passages since the last full build, or a "
-        "language reaches centering_min_passages without a mean of its own",
+        "language reaches centering_min_passages without a mean of its own (at once, merge due or not, when the "
+        "mean bank has none for it either); docs/quality.md#quality-under-writes",
     )
     snapshot_dir: Path | None = Field(
         None,

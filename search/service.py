@@ -28,6 +28,7 @@ from search.index.segments import (
     delete_articles,
     plan_merge,
     prepare_merge,
+    refit_now,
     refresh_due,
     updatable,
 )
@@ -318,14 +319,17 @@ class SearchService:
             self.reload()
             store = self.store
             ids = plan_merge(store, s.merge_factor)
-            if not ids:
+            # Means are refit when a merge is due anyway, so they stay frozen between merges as BM25 statistics do;
+            # a language on the global mean cannot wait for that (docs/quality.md#quality-under-writes).
+            if not ids and not refit_now(store, s.centering_min_passages):
                 return merged
-            # Means are refit when a merge is due anyway, so they stay frozen between merges as BM25 statistics do.
             reason = refresh_due(store, s.refresh_share, s.centering_min_passages)
             if reason:
                 log.info("compacting %s/: %s", s.index_dir, reason)
                 self.compact()
                 return merged + 1
+            if not ids:
+                return merged
             prepared, start = prepare_merge(
                 s.index_dir, store, ids, options=self._vector_index_options(), zh_tokenizer=s.zh_tokenizer,
                 probes=lambda passages, st: query_probes(passages, self.embedder, st.centering),

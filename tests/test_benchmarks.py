@@ -107,6 +107,31 @@ def test_eval_runs_on_a_tiny_slice(tmp_path: Path) -> None:
 
 
 @pytest.mark.model
+def test_eval_segments_writes_a_new_language_and_compares_with_a_rebuild(tmp_path: Path) -> None:
+    args = ["--base-paragraphs", "6", "--new-paragraphs", "12", "--per-write", "3", "--shares", "0.2,0.5"]
+    args += ["--questions", "5", "--modes", "dense", "--variants", "frozen,merged", "--out", str(tmp_path)]
+    stdout = run_module("benchmarks.eval_segments", *args)
+
+    result = json.loads((tmp_path / "eval-segments.json").read_text(encoding="utf-8"))
+    assert (tmp_path / "eval-segments.md").read_text(encoding="utf-8") in stdout + "\n"
+    points = result["points"]
+    assert [p["target_share"] for p in points] == [0.2, 0.5]
+    assert 0 < points[0]["new_paragraphs"] < points[1]["new_paragraphs"] <= 12
+    for point in points:
+        kinds = {(r["variant"], r["bank"]) for r in point["results"]}
+        assert kinds == {(v, b) for v in ("rebuild", "frozen", "merged") for b in ("known", "unknown")}
+        for r in point["results"]:
+            writes = -(-point["new_paragraphs"] // 3)  # one segment per write of 3 articles, none merged yet
+            assert r["segments"] == (1 if r["variant"] == "rebuild" else 1 + writes), r
+            assert (r["written_since_fit"] > 0) == (r["variant"] != "rebuild"), "a full build refits the means"
+            for task in result["tasks"]:
+                assert in_unit_interval(r["scores"]["dense"][task]["ndcg_at_10"]), (r["variant"], task)
+        frozen = next(r for r in point["results"] if r["variant"] == "frozen")
+        reached = frozen["written_since_fit"] / frozen["live_passages"]
+        assert reached >= point["target_share"] or point["new_paragraphs"] == 12
+
+
+@pytest.mark.model
 def test_bench_quick_runs(tmp_path: Path) -> None:
     stdout = run_module("benchmarks.bench", "--quick", "--out", str(tmp_path))
 

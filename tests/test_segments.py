@@ -318,3 +318,49 @@ def test_removing_every_live_article_across_segments_is_refused(tmp_path: Path, 
     assert svc.store.build_id == before
     svc.remove_articles(["a01.txt", "a02.txt"])
     assert [a.article_id for a in svc.articles()] == ["a05.txt"]
+
+
+def test_a_language_on_the_global_mean_is_refit_at_its_first_write(tmp_path: Path, detector: LanguageDetector) -> None:
+    # The fake model has no mean bank: a new language has neither a mean of its own nor a borrowed one.
+    svc = service(tmp_path, detector, merges="inline", centering_min_passages=2)
+    ru = Article("ru.txt", "Реки", "Реки текут на север.\n\nЛюди смотрят на реки с холмов.\n\nРыбы живут в реках.")
+    svc.upsert_article(ru)  # no merge is due (two segments), yet the means are refit at once
+    store = svc.store
+    assert len(store.segments) == 1 and "ru" in store.centering.means
+    assert "written_since_fit" not in store.manifest
+
+
+def test_an_english_write_waits_for_a_due_merge(tmp_path: Path, detector: LanguageDetector) -> None:
+    svc = service(tmp_path, detector, merges="inline", centering_min_passages=2)
+    svc.upsert_article(article(10))
+    assert len(svc.store.segments) == 2 and svc.store.manifest["written_since_fit"] == 3
+
+
+def test_a_young_language_mean_is_refit_each_time_the_language_doubles(
+    tmp_path: Path, detector: LanguageDetector
+) -> None:
+    svc = service(tmp_path, detector, merges="inline", centering_min_passages=2)
+    topics = ["Реки", "Горы", "Леса", "Поля", "Озёра", "Моря", "Степи"]
+
+    def ru(i: int) -> Article:
+        t = topics[i]
+        return Article(f"ru{i}.txt", t, f"{t} видны с холмов.\n\nЛюди смотрят на {t.lower()} утром.\n\n{t} есть везде.")
+
+    def fitted() -> int:
+        return int(svc.store.manifest["centering_fit"]["languages"].get("ru", 0))
+
+    def live() -> int:
+        return int(svc.store.manifest["counts"]["languages"].get("ru", 0))
+
+    svc.upsert_article(ru(0))  # on the global mean: refit at once
+    assert fitted() == live() > 0 and len(svc.store.segments) == 1
+    refits = 0
+    for i in range(1, 7):
+        before = fitted()
+        svc.upsert_article(ru(i))
+        if live() >= 2 * before:  # doubled: refit on all of them
+            assert fitted() == live() and len(svc.store.segments) == 1
+            refits += 1
+        else:  # waits (for doubling, or a due merge)
+            assert fitted() == before and len(svc.store.segments) > 1
+    assert refits >= 2

@@ -281,6 +281,8 @@ def build_from_articles(
             "passages": len(passages),
             "languages": dict(Counter(langs)),
         },
+        # what the centering means were fit on: writes refit a language's mean as it outgrows a small fit
+        "centering_fit": {"languages": dict(Counter(langs))},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     previous = current_build(index_dir)

@@ -56,6 +56,8 @@ from search.timing import stage
 # in; a tier holding MERGE_FACTOR segments is merged into one segment of the next tier, so a search meets at most
 # about MERGE_FACTOR segments per tier and every passage is merged about log(n) times.
 MERGE_FACTOR = 10
+# A language's mean fit on at least this many passages is left alone until a due merge (`_outgrown`).
+SETTLED = 100
 # A segment with more than this share of its rows deleted is merged (alone if need be) to purge them.
 PURGE_SHARE = 0.5
 
@@ -319,11 +321,44 @@ def refresh_due(store: Store, share: float, min_passages: int) -> str:
     written = int(store.manifest.get("written_since_fit", 0))
     if written / live > share:
         return f"{written} of {store.size} passages written since the means were fit (more than {share:.0%})"
-    langs = (store.manifest.get("counts") or {}).get("languages") or {}
-    new = sorted(lang for lang, n in langs.items() if n >= min_passages and lang not in store.centering.means)
-    if store.centering.enabled and new:
+    new = _meanless(store, min_passages)
+    if new:
         return f"language(s) {', '.join(new)} without a mean of their own"
+    young = _outgrown(store)
+    if young:
+        return f"language(s) {', '.join(young)} at least doubled since their mean was fit on few passages"
     return ""
+
+
+def refit_now(store: Store, min_passages: int) -> list[str]:
+    """Languages whose means cannot wait for the next due merge: those with `min_passages` passages centered with
+    the global mean (no mean of their own, none borrowed from the mean bank: their passages and queries keep their
+    language identity, which cost about 20 points of nDCG@10 on XQuAD, docs/quality.md#quality-under-writes), and
+    those that outgrew a mean fit on few passages."""
+    global_mean = [lang for lang in _meanless(store, min_passages) if lang not in store.centering.borrowed]
+    return global_mean + _outgrown(store)
+
+
+def _outgrown(store: Store) -> list[str]:
+    """Languages whose own mean was fit on fewer than SETTLED passages and that have at least doubled since: a mean
+    of a few passages is mostly their topics (a new language's first writes), so it is refit as the language grows,
+    about log2(SETTLED / min passages) times."""
+    if not store.centering.enabled:
+        return []
+    fitted = (store.manifest.get("centering_fit") or {}).get("languages") or {}
+    now = (store.manifest.get("counts") or {}).get("languages") or {}
+    return sorted(
+        lang
+        for lang, n in fitted.items()
+        if lang in store.centering.means and n < SETTLED and now.get(lang, 0) >= 2 * n
+    )
+
+
+def _meanless(store: Store, min_passages: int) -> list[str]:
+    if not store.centering.enabled:
+        return []
+    langs = (store.manifest.get("counts") or {}).get("languages") or {}
+    return sorted(lang for lang, n in langs.items() if n >= min_passages and lang not in store.centering.means)
 
 
 @dataclass(frozen=True)
@@ -472,6 +507,7 @@ __all__ = [
     "discard_prepared",
     "plan_merge",
     "prepare_merge",
+    "refit_now",
     "refresh_due",
     "updatable",
 ]

@@ -9,7 +9,7 @@ PORT   ?= 8000
 EVAL_LANGS ?= en,zh,ru,de,es,ar
 
 .DEFAULT_GOAL := help
-.PHONY: help install model index run serve test test-fast lint eval eval-quick bench bench-cluster clean fuzz load
+.PHONY: help install model index run serve test test-fast lint eval eval-quick eval-writes bench bench-cluster clean fuzz load
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -60,9 +60,13 @@ eval: model ## retrieval quality on XQuAD through the product's own path -> eval
 eval-quick: model ## the held-out subset: 120 paragraphs of en,zh,ar (passage vs query means) -> eval-results/quick/
 	$(BIN)/python -m benchmarks.eval --langs en,zh,ar --limit 120 --every-question --out eval-results/quick
 
-bench: model ## indexing, query latency under load, memory, vector-index scale, precision profiles -> bench-results/
+eval-writes: model ## drift under writes: ru written onto an en+zh index vs a full rebuild -> eval-results/writes/
+	$(BIN)/python -m benchmarks.eval_segments --questions 100 --out eval-results/writes
+
+bench: model ## indexing, query latency under load, memory, vector-index scale, precision profiles, writes -> bench-results/
 	$(BIN)/python -m benchmarks.bench --out bench-results
 	$(BIN)/python -m benchmarks.bench_precision --out bench-results
+	$(BIN)/python -m benchmarks.bench_segments --out bench-results
 
 bench-cluster: model ## Ray: build passages/s local vs 1-2 actors, report kNN, Serve QPS at 1-2 replicas -> bench-results/
 	$(BIN)/python -m benchmarks.bench_cluster --out bench-results

@@ -63,13 +63,17 @@ def index(
         float | None, typer.Option("--max-file-mb", help="skip (and report) larger files [default: 50]")
     ] = None,
     ray: RayOpt = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="a full build even where only some articles changed (refits the means)")
+    ] = False,
 ) -> None:
-    """Index articles into a new build and publish it atomically."""
+    """Index articles and publish the result atomically: on an index built with the same settings, only articles
+    new, changed or gone since (a new segment, deletions); else, or with --full, a full build."""
     max_file_bytes = int(max_file_mb * 1_000_000) if max_file_mb is not None else None
     settings = _settings(
         index, model, centering=False if no_centering else None, max_file_bytes=max_file_bytes, ray_address=ray
     )
-    summary = _service(settings).build(paths, progress=sys.stderr.isatty() or not as_json, strict=strict)
+    summary = _service(settings).build(paths, progress=sys.stderr.isatty() or not as_json, strict=strict, full=full)
     _report_build(summary, settings, as_json)
 
 
@@ -80,9 +84,22 @@ def remove(
     model: ModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
 ) -> None:
-    """Delete articles from the index (a new build without them, published atomically; nothing re-embedded)."""
+    """Delete articles from the index (marked deleted in a new build, published atomically; their passages leave at
+    the next merge or `search compact`)."""
     settings = _settings(index, model)
     _report_build(_service(settings).remove_articles(article_ids), settings, as_json)
+
+
+@app.command()
+def compact(
+    index: IndexOpt = None,
+    model: ModelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+) -> None:
+    """Merge every segment of the index into one: a full build of its live articles (centering means, BM25
+    statistics and translation groups refit over all of them; vectors from the embedding cache)."""
+    settings = _settings(index, model)
+    _report_build(_service(settings).compact(), settings, as_json)
 
 
 @app.command()

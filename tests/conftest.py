@@ -1,13 +1,14 @@
-"""Shared fixtures: the real model (session-wide), a seed index, a real uvicorn server on it, and a small
-fake-embedded service (per module)."""
+"""Shared fixtures: the real model (session-wide), a seed index, a real uvicorn server on it, a small
+fake-embedded service (per module), and command line processes to pause and kill."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import SEEDS, serving, small_service
+from tests.helpers import SEEDS, Cli, serving, small_service
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +42,17 @@ def server_url(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 def fake_service(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """Two short articles (en, ru) indexed with the fake embedder: the real app's plumbing, without the model."""
     return small_service(tmp_path_factory.mktemp("guarded"))
+
+
+@pytest.fixture
+def clis(tmp_path: Path) -> Iterator[Callable[..., Cli]]:
+    """Start `search` processes on the fake embedder (`Cli`); any still running at the end is killed."""
+    started: list[Cli] = []
+
+    def start(name: str, *args: str, pause: str | None = None, **env: str) -> Cli:
+        started.append(Cli(tmp_path, name, *args, pause=pause, **env))
+        return started[-1]
+
+    yield start
+    for cli in started:
+        cli.kill()

@@ -5,8 +5,13 @@ Test files never import `tests.conftest` or each other; `conftest.py` holds fixt
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,9 +30,12 @@ __all__ = [
     "ROOT",
     "SEEDS",
     "TEXTS",
+    "Cli",
     "error_of",
+    "file_hashes",
     "free_port",
     "jsonl",
+    "leftovers",
     "main_in_process",
     "make_service",
     "serving",
@@ -49,6 +57,66 @@ def serving(index_dir: Path, cache_dir: Path, log_dir: Path) -> Iterator[str]:
         index_dir, {"SEARCH_CACHE_DIR": str(cache_dir)}, wait=180, log_path=log_dir / "server.log"
     ) as served:
         yield served.url
+
+
+# --- the command line as a process to pause and kill (tests/test_writers.py, tests/test_segment_crashes.py) --------
+
+
+class Cli:
+    """`search` on the fake embedder as its own process (`tests.fakes`); stderr goes to a file the test can read
+    while it runs. With `pause` (a step of `search.index.writers.STEPS`) it stops inside that publishing step until
+    resumed or killed."""
+
+    def __init__(self, tmp: Path, name: str, *args: str, pause: str | None = None, **env: str) -> None:
+        self.marker = tmp / f"{name}.paused"
+        self.err_path = tmp / f"{name}.err"
+        self.out_path = tmp / f"{name}.out"
+        full_env = {**os.environ, "SEARCH_MODEL": "fake-model", "SEARCH_CACHE_DIR": str(tmp / "cache"), **env}
+        if pause is not None:
+            full_env["PAUSE_AT"] = f"{pause}:{self.marker}"
+        with self.out_path.open("w") as out, self.err_path.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.fakes", *args], cwd=ROOT, env=full_env, stdout=out, stderr=err
+            )
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(encoding="utf-8")
+
+    def wait_for(self, what: str, condition: Callable[[], bool], seconds: float = 180) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert self.proc.poll() is None, f"exited ({self.proc.returncode}) before {what}: {self.stderr}"
+            assert time.monotonic() < deadline, f"no {what} after {seconds} s: {self.stderr}"
+            time.sleep(0.05)
+
+    def wait_paused(self) -> None:
+        self.wait_for("pause", self.marker.exists)
+
+    def resume(self) -> None:
+        self.marker.unlink()
+
+    def finish(self) -> tuple[int, dict[str, object]]:
+        rc = self.proc.wait(timeout=300)
+        lines = self.out_path.read_text(encoding="utf-8").strip().splitlines()
+        return rc, json.loads(lines[-1]) if rc == 0 and lines else {}
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=60)
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """Every file under `folder`, by relative path, with its SHA-256: a build compared byte for byte."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def leftovers(index: Path) -> list[str]:
+    """Hidden entries of the index folder and its builds, but the writer lock's own file."""
+    hidden = [p for p in [*index.glob(".*"), *(index / "builds").glob(".*")] if p.name != ".writer.lock"]
+    return sorted(p.name for p in hidden)
 
 
 # --- corpus files ---------------------------------------------------------------------------------------------------

@@ -107,6 +107,31 @@ def test_eval_runs_on_a_tiny_slice(tmp_path: Path) -> None:
 
 
 @pytest.mark.model
+def test_eval_segments_writes_a_new_language_and_compares_with_a_rebuild(tmp_path: Path) -> None:
+    args = ["--base-paragraphs", "6", "--new-paragraphs", "12", "--per-write", "3", "--shares", "0.2,0.5"]
+    args += ["--questions", "5", "--modes", "dense", "--variants", "frozen,merged", "--out", str(tmp_path)]
+    stdout = run_module("benchmarks.eval_segments", *args)
+
+    result = json.loads((tmp_path / "eval-segments.json").read_text(encoding="utf-8"))
+    assert (tmp_path / "eval-segments.md").read_text(encoding="utf-8") in stdout + "\n"
+    points = result["points"]
+    assert [p["target_share"] for p in points] == [0.2, 0.5]
+    assert 0 < points[0]["new_paragraphs"] < points[1]["new_paragraphs"] <= 12
+    for point in points:
+        kinds = {(r["variant"], r["bank"]) for r in point["results"]}
+        assert kinds == {(v, b) for v in ("rebuild", "frozen", "merged") for b in ("known", "unknown")}
+        for r in point["results"]:
+            writes = -(-point["new_paragraphs"] // 3)  # one segment per write of 3 articles, none merged yet
+            assert r["segments"] == (1 if r["variant"] == "rebuild" else 1 + writes), r
+            assert (r["written_since_fit"] > 0) == (r["variant"] != "rebuild"), "a full build refits the means"
+            for task in result["tasks"]:
+                assert in_unit_interval(r["scores"]["dense"][task]["ndcg_at_10"]), (r["variant"], task)
+        frozen = next(r for r in point["results"] if r["variant"] == "frozen")
+        reached = frozen["written_since_fit"] / frozen["live_passages"]
+        assert reached >= point["target_share"] or point["new_paragraphs"] == 12
+
+
+@pytest.mark.model
 def test_bench_quick_runs(tmp_path: Path) -> None:
     stdout = run_module("benchmarks.bench", "--quick", "--out", str(tmp_path))
 
@@ -162,6 +187,29 @@ def test_translation_null_counts_the_pairs_within_groups() -> None:
     for how in (build_pairs, reports_pairs):
         a, b = how(x, langs, np.full(len(x), 100))
         assert len(a) >= 80 and (paragraph[a] == paragraph[b]).all() and (langs[a] != langs[b]).all()
+
+
+@pytest.mark.model
+def test_bench_segments_quick_runs(tmp_path: Path) -> None:
+    stdout = run_module("benchmarks.bench_segments", "--quick", "--out", str(tmp_path))
+
+    result = json.loads((tmp_path / "segments.json").read_text(encoding="utf-8"))
+    assert "### Writes on a 2,000-passage index" in stdout
+    scale, compaction = result["scale"], result["compaction"]
+    assert scale["base"]["passages"] == 2_000
+    for u in scale["upserts"]:
+        assert u["embedded"] == 10 and u["total_s"] >= u["without_embed_s"] > 0
+        assert all(rank is not None for rank in u["found_rank"].values()), "the next search finds the new article"
+    assert scale["http_put"]["embedded"] == 10 and scale["http_put"]["found_rank_hybrid"] is not None
+    assert all(d["gone"] and d["total_s"] > 0 for d in scale["deletes"])
+    assert scale["segments"] == 3
+    for index in ("segments", "one"):
+        for mode in ("dense", "hybrid"):
+            timed = scale["search"][index][mode]
+            assert timed["queries"] == 4 and timed["with_encode_p50_ms"] > 0 and timed["retrieval_p50_ms"] > 0
+    assert compaction["articles"] == 12 and compaction["writes"] == 5
+    assert all(in_unit_interval(share) for share in compaction["identical_top10"].values())
+    assert result["summary"]["delete_s"] > 0
 
 
 def test_bench_durable_measures_the_syncs_of_a_tiny_build() -> None:

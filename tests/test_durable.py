@@ -14,6 +14,7 @@ import search.index.writers
 from search.index.durable import sync_tree
 from search.index.store import current_build
 from search.ingest.language import LanguageDetector
+from search.records import Article
 from tests.helpers import make_service, write
 
 
@@ -82,3 +83,30 @@ def test_sync_tree_counts_every_file_and_skips_symlinks(tmp_path: Path, synced: 
     # a folder after what is in it: sub/b.bin, then sub, …, then the tree itself last
     assert paths.index(str(tmp_path / "tree" / "sub" / "b.bin")) < paths.index(str(tmp_path / "tree" / "sub"))
     assert paths[-1] == str(tmp_path / "tree")
+
+
+def test_a_segment_write_syncs_its_new_files_and_every_folder_but_not_the_linked_files(
+    tmp_path: Path, synced: Synced
+) -> None:
+    svc = make_service(tmp_path, LanguageDetector(["en", "ru"], preload=False), merges="off")
+    write(tmp_path / "corpus" / "a.txt", "Cats sleep in the sun.\n\nDogs bark at strangers.\n")
+    svc.build([tmp_path / "corpus"])
+    svc.load()
+    synced.events.clear()
+    svc.upsert_article(Article("b.txt", "b", "Birds sing at dawn.\n\nOwls hunt at night.", "api"))
+
+    build = current_build(svc.settings.index_dir.resolve())
+    assert build is not None
+    staging = {Path(p) for p in synced.synced_before("rename") if ".tmp-" in p}
+    staging_root = next(p for p in staging if p.name.startswith(".tmp-") and p.parent == build.parent)
+    new_segment = next(p for p in build.iterdir() if p.is_dir() and p.name.startswith("seg-"))
+    new = {p for p in new_segment.rglob("*") if p.is_file()} | {build / "manifest.json"}
+    linked = {p for p in build.rglob("*") if p.is_file()} - new
+    folders = {p for p in build.rglob("*") if p.is_dir()} | {build}
+    assert linked and len(new) >= 5
+
+    def as_staged(paths: set[Path]) -> set[Path]:
+        return {staging_root / p.relative_to(build) for p in paths}
+
+    assert as_staged(new | folders) <= staging
+    assert not as_staged(linked) & staging  # the base build's files were synced when it was written

@@ -85,13 +85,15 @@ def test_strict_build_fails_before_publishing_and_leaves_the_index_byte_for_byte
 
 def test_a_crash_between_write_and_publish_leaves_the_previous_build(svc: SearchService, monkeypatch) -> None:
     import search.index.build
+    import search.index.segments
 
     served = svc.store.build_id
 
     def crash(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(search.index.build, "publish", crash)
+    monkeypatch.setattr(search.index.build, "publish", crash)  # a full build's
+    monkeypatch.setattr(search.index.segments, "publish", crash)  # a write's new segment
     with pytest.raises(KeyboardInterrupt):
         svc.upsert_article(Article("x", "x", "Something new."))
     assert current_build(svc.settings.index_dir).name == served  # type: ignore[union-attr]

@@ -121,7 +121,7 @@ def test_above_flat_max_the_approximate_index_is_tuned_and_recorded(approx: Sear
     store = approx.store
     entry = store.manifest["vector_index"]
     kind = entry["kind"]
-    assert kind in KINDS and vi.kind_of(store.index) == kind and entry["exact"] is False
+    assert kind in KINDS and vi.kind_of(store.segments[0].index) == kind and entry["exact"] is False
     tuned = {"efSearch", "M"} if kind == "hnsw_sq8" else {"nprobe", "k_factor", "nlist", "pq_m"}
     assert tuned <= entry["params"].keys()
     assert entry["target_recall"] == 0.95 and entry["recall_at_10"] >= 0.95

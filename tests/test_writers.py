@@ -3,14 +3,11 @@ that start from the published build, and owned staging folders (the fake embedde
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ from search.records import Article, SearchQuery
 from search.serve.app import create_app
 from search.service import SearchService
 from tests.fakes import FakeEmbedder
-from tests.helpers import ROOT, error_of, make_service, write
+from tests.helpers import Cli, error_of, file_hashes, leftovers, make_service, write
 
 QUERIES = ["cats sleep in the sun", "dogs bark", "кошки спят", "rivers flow to the sea", "article 3 of the corpus"]
 
@@ -46,70 +43,9 @@ def corpus(folder: Path, tag: str, n: int = 12) -> Path:
     return folder
 
 
-class Cli:
-    """`search` on the fake embedder as its own process; stderr goes to a file the test can read while it runs."""
-
-    def __init__(self, tmp: Path, name: str, *args: str, pause: str | None = None, **env: str) -> None:
-        self.marker = tmp / f"{name}.paused"
-        self.err_path = tmp / f"{name}.err"
-        self.out_path = tmp / f"{name}.out"
-        full_env = {**os.environ, "SEARCH_MODEL": "fake-model", "SEARCH_CACHE_DIR": str(tmp / "cache"), **env}
-        if pause is not None:
-            full_env["PAUSE_AT"] = f"{pause}:{self.marker}"
-        with self.out_path.open("w") as out, self.err_path.open("w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.fakes", *args], cwd=ROOT, env=full_env, stdout=out, stderr=err
-            )
-
-    @property
-    def stderr(self) -> str:
-        return self.err_path.read_text(encoding="utf-8")
-
-    def wait_for(self, what: str, condition: Callable[[], bool], seconds: float = 180) -> None:
-        deadline = time.monotonic() + seconds
-        while not condition():
-            assert self.proc.poll() is None, f"exited ({self.proc.returncode}) before {what}: {self.stderr}"
-            assert time.monotonic() < deadline, f"no {what} after {seconds} s: {self.stderr}"
-            time.sleep(0.05)
-
-    def wait_paused(self) -> None:
-        self.wait_for("pause", self.marker.exists)
-
-    def resume(self) -> None:
-        self.marker.unlink()
-
-    def finish(self) -> tuple[int, dict[str, object]]:
-        rc = self.proc.wait(timeout=300)
-        lines = self.out_path.read_text(encoding="utf-8").strip().splitlines()
-        return rc, json.loads(lines[-1]) if rc == 0 and lines else {}
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=60)
-
-
-@pytest.fixture
-def clis(tmp_path: Path) -> Iterator[Callable[..., Cli]]:
-    started: list[Cli] = []
-
-    def start(name: str, *args: str, pause: str | None = None, **env: str) -> Cli:
-        started.append(Cli(tmp_path, name, *args, pause=pause, **env))
-        return started[-1]
-
-    yield start
-    for cli in started:
-        cli.kill()
-
-
 def served_hits(client: TestClient) -> list[Any]:
     """The served index's hits for every query of QUERIES, as the API returns them."""
     return [client.get("/search", params={"q": q, "k": 5}).json()["hits"] for q in QUERIES]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def answers(svc: SearchService) -> list[list[tuple[str, float]]]:
@@ -124,12 +60,6 @@ def answers(svc: SearchService) -> list[list[tuple[str, float]]]:
     finally:
         fresh.close()
     return out
-
-
-def leftovers(index: Path) -> list[str]:
-    """Hidden entries of the index folder and its builds, but the writer lock's own file."""
-    hidden = [p for p in [*index.glob(".*"), *(index / "builds").glob(".*")] if p.name != ".writer.lock"]
-    return sorted(p.name for p in hidden)
 
 
 def published_articles(index: Path) -> set[str]:
@@ -267,8 +197,8 @@ def test_kill_9_inside_a_publishing_step_leaves_the_previous_index_or_the_whole_
     index = svc.settings.index_dir
     old = corpus(tmp_path / "old", "old", 8)
     svc.build([old])
-    previous = svc.build([old]).build_id  # two builds: publishing a third deletes the first (the prune step)
-    before = snapshot(index / "builds" / previous)
+    previous = svc.build([old], full=True).build_id  # two builds: publishing a third deletes the first (the prune step)
+    before = file_hashes(index / "builds" / previous)
     answered = answers(svc)
 
     new = corpus(tmp_path / "new", "new", 8)
@@ -282,7 +212,7 @@ def test_kill_9_inside_a_publishing_step_leaves_the_previous_index_or_the_whole_
         assert [n for n in in_step if n.startswith(expected)], in_step  # the kill lands inside the step
     killed.kill()
 
-    assert snapshot(index / "builds" / previous) == before  # byte for byte
+    assert file_hashes(index / "builds" / previous) == before  # byte for byte
     if step in ("prune", "done"):  # `current` was swapped before the kill: the new build is published, whole
         assert published_articles(index) == {f"new-{i:02d}.txt" for i in range(8)}
     else:
@@ -343,7 +273,7 @@ def test_a_write_that_fails_mid_build_leaves_the_served_index_and_no_staging(
     svc.build([corpus(tmp_path / "a", "alpha", 6)])
     index = svc.settings.index_dir
     served = svc.load().build_id
-    before = snapshot(index / "builds" / served)
+    before = file_hashes(index / "builds" / served)
 
     def disk_full(step: str) -> None:
         if step == "write":
@@ -355,6 +285,6 @@ def test_a_write_that_fails_mid_build_leaves_the_served_index_and_no_staging(
         assert client.put("/articles/new", json={"text": "Owls hunt at night."}).status_code == 500
         assert client.get("/health").json()["build_id"] == served == current_build(index).name  # type: ignore[union-attr]
         assert served_hits(client) == answered
-        assert leftovers(index) == [] and snapshot(index / "builds" / served) == before
+        assert leftovers(index) == [] and file_hashes(index / "builds" / served) == before
         monkeypatch.undo()
         assert client.put("/articles/new", json={"text": "Owls hunt at night."}).status_code == 200

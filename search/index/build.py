@@ -178,6 +178,24 @@ def build_index(
     """Index the articles under `paths` into a new build and publish it; the old one stays until then."""
     summary = BuildSummary(index_dir=str(index_dir))
     start = time.perf_counter()
+    articles = read_articles(paths, summary, strict=strict, max_file_bytes=max_file_bytes, html_reader=html_reader)
+    return build_from_articles(
+        articles, index_dir, embedder, detector, summary, start,
+        centering=centering, centering_min_passages=centering_min_passages, bank=bank, progress=progress,
+        embedding_cache=embedding_cache, zh_tokenizer=zh_tokenizer, vector_index=vector_index, encode=encode,
+    )  # fmt: skip
+
+
+def read_articles(
+    paths: Sequence[Path | str],
+    summary: BuildSummary,
+    *,
+    strict: bool = False,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    html_reader: HtmlReader = "main",
+) -> list[Article]:
+    """The articles under `paths` (timed as the `read` stage; files skipped go into `summary`); BadInput when
+    there are none, or with `strict` when a file or line could not be read as is."""
     with stage(summary.stages, "read"):
         report = read_corpus(paths, max_file_bytes, html_reader=html_reader)
     summary.skipped = report.skipped
@@ -186,11 +204,7 @@ def build_index(
     if not report.articles:
         names = ", ".join(str(p) for p in paths)
         raise BadInput(f"no articles found in {names}; give .txt, .md, .html or .jsonl files or folders")
-    return build_from_articles(
-        report.articles, index_dir, embedder, detector, summary, start,
-        centering=centering, centering_min_passages=centering_min_passages, bank=bank, progress=progress,
-        embedding_cache=embedding_cache, zh_tokenizer=zh_tokenizer, vector_index=vector_index, encode=encode,
-    )  # fmt: skip
+    return list(report.articles)
 
 
 def build_from_articles(
@@ -260,12 +274,15 @@ def build_from_articles(
         },
         "chunker": ChunkerSettings(max_tokens=embedder.max_tokens).describe(),
         "centering_min_passages": centering_min_passages,
+        "vector_index_options": (vector_index or VectorIndexOptions()).describe(),
         "mean_bank": bank.describe() if bank else None,
         "counts": {
             "articles": len(articles),
             "passages": len(passages),
             "languages": dict(Counter(langs)),
         },
+        # what the centering means were fit on: writes refit a language's mean as it outgrows a small fit
+        "centering_fit": {"languages": dict(Counter(langs))},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     previous = current_build(index_dir)

@@ -30,14 +30,14 @@ def sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def sync_tree(folder: Path) -> int:
-    """Sync every file under `folder`, then every folder bottom-up (a folder after the entries in it), and return
-    how many files were synced."""
+def sync_tree(folder: Path, skip: set[str] | frozenset[str] = frozenset()) -> int:
+    """Sync every file under `folder` but those named in `skip` (paths relative to it: hard links to files synced
+    before), then every folder bottom-up (a folder after the entries in it), and return how many files were synced."""
     files = 0
     for root, _dirs, names in os.walk(folder, topdown=False):
         for name in names:
             path = Path(root) / name
-            if not path.is_symlink():
+            if not path.is_symlink() and path.relative_to(folder).as_posix() not in skip:
                 sync_file(path)
                 files += 1
         sync_dir(Path(root))

@@ -28,46 +28,32 @@ import json
 import os
 import shutil
 import sqlite3
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import faiss
 import numpy as np
 
 from search.config import FLAT_MAX, ZhTokenizer
-from search.errors import BadInput, IndexCorrupt, IndexNotFound, NotFound
+from search.errors import IndexCorrupt, IndexNotFound, NotFound
 from search.index import durable, writers
 from search.index import vectors as vi
 from search.index.centering import Centering
-from search.index.lexical import LexicalIndex
+from search.index.segment import RAW, Segment, is_segment_file, not_found, write_segment
 from search.index.translations import TranslationGroups
 from search.records import Article, ArticleInfo, Filters, Passage, PassageKey
 
 MANIFEST = "manifest.json"
-RAW = "raw.f16.npy"
-_RAW_F32 = "raw.npy"  # written by builds before the float16 file; still read
+CENTERING = "centering.npz"
+# A segment with up to this many deleted rows is searched for k + that many and the deleted dropped; one with more
+# is searched among its live rows only (a selector, slower per query than a few extra candidates).
+_OVERFETCH_MAX = 256
+_T = TypeVar("_T")
 
-_SCHEMA = """
-CREATE TABLE articles (
-    article_id TEXT PRIMARY KEY, title TEXT NOT NULL, source TEXT NOT NULL,
-    metadata TEXT NOT NULL, text TEXT NOT NULL, pages TEXT
-);
-CREATE TABLE passages (
-    row INTEGER PRIMARY KEY, passage_id TEXT NOT NULL UNIQUE, article_id TEXT NOT NULL,
-    title TEXT NOT NULL, paragraph INTEGER NOT NULL, part INTEGER NOT NULL,
-    start INTEGER NOT NULL, end INTEGER NOT NULL, lang TEXT NOT NULL, text TEXT NOT NULL, section TEXT,
-    page INTEGER, translation_group INTEGER
-);
-CREATE INDEX passages_article ON passages(article_id, paragraph, part);
-CREATE INDEX passages_lang ON passages(lang);
-CREATE INDEX passages_translation_group ON passages(translation_group);
-"""
-_PASSAGE_COLS = "passage_id, article_id, title, paragraph, part, start, end, lang, text, section, page"
+__all__ = ["MANIFEST", "RAW", "Store", "current_build", "file_sha256", "publish", "read_manifest", "write_build"]
 
 
 @dataclass(frozen=True)
@@ -81,10 +67,10 @@ class VectorIndexOptions:
     parallel_add: vi.Adder | None = None
     parallel_add_min: int = 0
 
-
-def _row_in(n: int) -> str:
-    """`row IN (?, ...)` for n parameters (SQLite takes up to 32,766: far more than a page of candidates)."""
-    return f"row IN ({','.join('?' * n)})"
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records: a build with other options is rebuilt, not updated (`search index`)."""
+        flat_max = FLAT_MAX if self.flat_max is None else self.flat_max
+        return {"flat_max": flat_max, "memory_budget_mb": self.memory_budget_mb, "target_recall": self.target_recall}
 
 
 def file_sha256(path: Path) -> str:
@@ -168,75 +154,28 @@ def _write_files(
     probes: Callable[[], vi.TuningQueries] | None,
     translations: TranslationGroups | None,
 ) -> None:
-    """The files of a build, its manifest (with their checksums) last."""
-    vectors = np.ascontiguousarray(centering.passages(raw, [p.lang for p in passages]), dtype=np.float32)
-    tuning = probes() if probes is not None and plan.kind != "flat" else None
-    built = vi.build_vector_index(
-        vectors, np.arange(len(passages), dtype=np.int64), plan, target_recall=options.target_recall,
-        xq_tune=None if tuning is None else tuning.vectors, tuned_on=None if tuning is None else tuning.source,
+    """The files of a build of one segment (at the folder's root), its manifest (with their checksums) last."""
+    written = write_segment(
+        folder, articles, passages, raw, centering, plan, target_recall=options.target_recall,
+        zh_tokenizer=zh_tokenizer, probes=probes, translations=translations,
         add=options.parallel_add if len(passages) >= options.parallel_add_min else None,
     )  # fmt: skip
-    del vectors
-    faiss.write_index(built.index, str(folder / "vectors.faiss"))
-    vi.save_raw_f16(folder / RAW, raw)
-    writers.reached("write")  # half of the files are written
-    centering.save(folder / "centering.npz")
-    lexical = LexicalIndex.build([p.text for p in passages], [p.lang for p in passages], zh_tokenizer)
-    lexical.save(folder / "lexical")
-
-    group = None if translations is None else translations.group
-    db = sqlite3.connect(folder / "passages.sqlite")
-    with db:
-        db.executescript(_SCHEMA)
-        db.executemany(
-            "INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                (
-                    a.id,
-                    a.title,
-                    a.source,
-                    json.dumps(a.metadata, ensure_ascii=False, default=str),
-                    a.text,
-                    json.dumps(list(a.pages)) if a.pages else None,
-                )  # fmt: skip
-                for a in articles
-            ),
-        )
-        db.executemany(
-            f"INSERT INTO passages (row, {_PASSAGE_COLS}, translation_group) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                (
-                    i,
-                    p.passage_id,
-                    p.article_id,
-                    p.title,
-                    p.paragraph,
-                    p.part,
-                    p.start,
-                    p.end,
-                    p.lang,
-                    p.text,
-                    p.section,
-                    p.page,
-                    None if group is None or group[i] < 0 else int(group[i]),
-                )
-                for i, p in enumerate(passages)
-            ),
-        )
-    db.close()
+    centering.save(folder / CENTERING)
+    built = written.vector_index
     manifest = {
         **manifest,
         "build_id": build_id,
-        "index": {k: v for k, v in built.describe().items() if k in ("type", "metric", "exact")},
-        "vector_index": built.describe(),
+        "index": {k: v for k, v in built.items() if k in ("type", "metric", "exact")},
+        "vector_index": built,
         "raw_vectors": {"file": RAW, "dtype": "float16"},
         "normalized": True,
         "centering": centering.describe(),
         "dimension": int(raw.shape[1]),
-        "lexical": lexical.describe(),
+        "lexical": written.lexical,
         # Builds without this entry have no groups: every search runs as translations=off.
         "translations": None if translations is None else translations.describe(),
+        "segments": [{"id": build_id, "path": ".", "passages": len(passages), "articles": len(articles)}],
+        "tombstones": {},
         "files": {str(f.relative_to(folder)): file_sha256(f) for f in sorted(folder.rglob("*")) if f.is_file()},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -289,176 +228,219 @@ def read_manifest(index_dir: Path) -> tuple[Path, dict[str, Any]]:
 
 
 class Store:
-    """A loaded, read-only index: vector search plus passage and article lookups."""
+    """A loaded, read-only build: its segments searched as one index, without the articles deleted since each
+    segment was written.
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], verify: bool = True) -> None:
+    Rows are the build's own: segment i's rows follow segment i-1's, so a row names one passage for as long as
+    this store is loaded (passage ids are the names that last). Every method returns live rows only, so ranking,
+    filters, paging, fusion, context and translations work on a store of many segments as on one.
+    """
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], verify: bool = True, reuse: Store | None = None) -> None:
         self.folder = folder
         self.manifest = manifest
-        for name, checksum in manifest.get("files", {}).items():
+        self.build_id = str(manifest.get("build_id", folder.name))
+        self.entries = segment_entries(manifest, self.build_id)
+        self.segments: list[Segment] = []
+        self.files: dict[str, str] = {}
+        files: dict[str, str] = manifest.get("files", {})
+        # Segments the store being replaced has loaded already, with the same files: a write links them into its
+        # new build unchanged, so they are neither read nor checksummed again.
+        # Taken over only when each file is the very one loaded (same inode: a hard link), not an equal copy that
+        # may have been damaged since.
+        self.identities = [_identity(folder, files, e["path"]) for e in self.entries]
+        adopted: dict[str, Segment] = {}
+        if reuse is not None:
+            for entry, seg, known in zip(reuse.entries, reuse.segments, reuse.identities, strict=True):
+                mine = next((i for i, e in enumerate(self.entries) if e["id"] == entry["id"]), None)
+                if mine is not None and known and self.identities[mine] == known:
+                    adopted[entry["id"]] = seg
+        trusted = {name for e in self.entries if e["id"] in adopted for name in files_of(files, e["path"])}
+        for name, checksum in files.items():
             path = folder / name
             if not path.is_file():
                 raise IndexCorrupt(f"{path} is missing; rebuild the index with `search index`")
-            if verify and file_sha256(path) != checksum:
+            if verify and name not in trusted and file_sha256(path) != checksum:
                 raise IndexCorrupt(f"{path} does not match its checksum in the manifest; rebuild the index")
+        self.files = files
+        translations = manifest.get("translations") is not None
         try:
-            self.index = faiss.read_index(str(folder / "vectors.faiss"))
-            self.vector_index = _vector_index_entry(manifest, self.index, folder)
-            # Tuned efSearch / nprobe live in the manifest; faiss does not store them with the index.
-            vi.set_search_params(self.index, self.vector_index["params"])
-            self.centering = Centering.load(folder / "centering.npz")
-            self.lexical = LexicalIndex.load(folder / "lexical")
-        except (RuntimeError, OSError, ValueError, KeyError) as exc:
-            raise IndexCorrupt(f"{folder}: cannot read the vector index ({exc}); rebuild it") from exc
-        self._db_path = folder / "passages.sqlite"
-        self._local = threading.local()
-        self.size = int(self.index.ntotal)
-        self._raw: np.ndarray | None = None
-        self.build_id = str(manifest.get("build_id", folder.name))
-        # Builds made before PDFs were read have no page columns: their passages have no page.
-        columns = {r[1] for r in self._db().execute("PRAGMA table_info(passages)")}
-        self._cols = _PASSAGE_COLS if "page" in columns else _PASSAGE_COLS.replace(", page", ", NULL")
-        self._has_pages = "pages" in {r[1] for r in self._db().execute("PRAGMA table_info(articles)")}
-        # Builds made before translation groups have no column: no groups, so every search runs as `off`.
-        self.has_translations = "translation_group" in columns and manifest.get("translations") is not None
+            self.centering = Centering.load(folder / CENTERING)
+            self.segments = [
+                adopted[e["id"]].moved_to(folder / e["path"])
+                if e["id"] in adopted
+                else Segment(folder / e["path"], e.get("vector_index") or manifest.get("vector_index"), translations)
+                for e in self.entries
+            ]
+        except (RuntimeError, OSError, ValueError, KeyError, sqlite3.Error) as exc:
+            raise IndexCorrupt(f"{folder}: cannot read the index ({exc}); rebuild it") from exc
+        self.offsets = np.cumsum([0, *(s.size for s in self.segments)]).astype(np.int64)
+        tombstones: dict[str, list[str]] = manifest.get("tombstones") or {}
+        self.dead_articles = [set(tombstones.get(e["id"], ())) for e in self.entries]
+        starts = self.offsets[:-1]
+        dead = [s.rows_of_articles(d) + o for s, d, o in zip(self.segments, self.dead_articles, starts, strict=True)]
+        self._dead = np.concatenate(dead) if dead else np.zeros(0, dtype=np.int64)
+        self.dead_counts = [len(d) for d in dead]
+        self.size = int(self.offsets[-1]) - len(self._dead)
+        self.dimension = int(self.segments[0].index.d)
+        # What /health shows: the largest segment's index (a build made in one go has only that one).
+        self.vector_index = max(self.segments, key=lambda s: s.size).vector_index
+        self.has_translations = translations and any(s.has_translations for s in self.segments)
+        self.lexical = SegmentedLexical(self)
         self._groups: np.ndarray | None = None
 
-    def _db(self) -> sqlite3.Connection:
-        # SQLite connections must not cross threads; FastAPI runs sync routes in a pool, so one per thread.
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, check_same_thread=False)
-            self._local.db = db
-        return db
+    # Rows: which segment, which of its rows, and whether they are deleted
+
+    def _split(self, rows: Sequence[int] | np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(segment, positions in `rows`, local rows) for each segment that `rows` touch."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = []
+        for i in np.unique(which):
+            at = np.flatnonzero(which == i)
+            out.append((int(i), at, rows[at] - self.offsets[i]))
+        return out
+
+    def _live(self, rows: np.ndarray) -> np.ndarray:
+        """`rows` without the deleted ones, in their order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return rows if len(self._dead) == 0 else rows[~np.isin(rows, self._dead)]
+
+    def is_live(self, row: int) -> bool:
+        return len(self._dead) == 0 or not bool(np.isin(row, self._dead))
+
+    def live_rows(self) -> np.ndarray:
+        """Every live row, in order (the rows of `all_passages()`)."""
+        return self._live(np.arange(int(self.offsets[-1]), dtype=np.int64))
+
+    def holder(self, article_id: str) -> int | None:
+        """The segment that holds the live version of an article (at most one does), newest first."""
+        for i in reversed(range(len(self.segments))):
+            if article_id not in self.dead_articles[i] and self.segments[i].has_article(article_id):
+                return i
+        return None
+
+    # Searching
 
     def search(self, xq: np.ndarray, k: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """(row, score) pairs, best first, for one query vector; `rows` restricts the search to those rows (every
-        index kind: a few rows are scored exactly, many by a search widened by the share of rows left out)."""
+        """(row, score) pairs, best first, for one query vector, over every segment; `rows` restricts the search
+        to those rows (every index kind: a few rows are scored exactly, many by a search widened by the share of
+        rows left out)."""
         if self.size == 0 or (rows is not None and len(rows) == 0):
             return []
         k = min(k, self.size if rows is None else len(rows))
-        scores, ids = vi.search(self.index, xq.reshape(1, -1), k, self.vector_index["params"], selector_ids=rows)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        found: list[tuple[int, float]] = []
+        for i, seg in enumerate(self.segments):
+            off = int(self.offsets[i])
+            if rows is not None:
+                inside = rows[(rows >= off) & (rows < off + seg.size)]
+                local: np.ndarray | None = self._live(inside) - off
+                extra = 0
+            elif self.dead_counts[i] > _OVERFETCH_MAX:  # many deleted: search only the live rows
+                local, extra = self._live(np.arange(off, off + seg.size)) - off, 0
+            else:  # a few deleted: ask for as many more and drop them
+                local, extra = None, self.dead_counts[i]
+            hits = [(r + off, s) for r, s in seg.search(xq, k + extra, local)]
+            found.extend(hits if not extra else [(r, s) for r, s in hits if self.is_live(r)])
+        if len(self.segments) == 1:
+            return found[:k]
+        return sorted(found, key=lambda rs: -rs[1])[:k]
 
     def rows_matching(self, filters: Filters) -> np.ndarray | None:
         """Rows that pass the filters, or None when nothing is filtered."""
         if not filters:
             return None
-        clauses: list[str] = []
-        args: list[str] = []
-        for col, values in (("p.lang", filters.langs), ("p.article_id", filters.articles)):
-            if values:
-                clauses.append(f"{col} IN ({','.join('?' * len(values))})")
-                args.extend(values)
-        # Bounds are days (YYYY-MM-DD, checked by search.query.validation), inclusive: an article published at
-        # 2025-03-01T10:00 is on or before 2025-03-01, so only the day part of `published` is compared.
-        if filters.published_after:
-            clauses.append("substr(json_extract(a.metadata, '$.published'), 1, 10) >= ?")
-            args.append(filters.published_after)
-        if filters.published_before:
-            clauses.append("substr(json_extract(a.metadata, '$.published'), 1, 10) <= ?")
-            args.append(filters.published_before)
-        for key, value in filters.metadata.items():
-            if not key.replace("_", "").isalnum():
-                raise BadInput(f"metadata filter {key!r}: field names are letters, digits and underscores")
-            clauses.append(f"CAST(json_extract(a.metadata, '$.{key}') AS TEXT) = ?")
-            args.append(value)
-        found = self._db().execute(
-            "SELECT p.row FROM passages p JOIN articles a ON a.article_id = p.article_id WHERE "
-            + " AND ".join(clauses),
-            args,
-        )
-        return np.array([r[0] for r in found], dtype=np.int64)
+        parts = [s.rows_matching(filters) + o for s, o in zip(self.segments, self.offsets[:-1], strict=True)]
+        return self._live(np.concatenate(parts))
 
     def rows_in_languages(self, rows: Sequence[int], langs: Sequence[str]) -> set[int]:
         if not rows or not langs:
             return set()
-        cur = self._db().execute(
-            f"SELECT row FROM passages WHERE {_row_in(len(rows))} AND lang IN ({','.join('?' * len(langs))})",
-            [*rows, *langs],
-        )
-        return {r[0] for r in cur}
+        out: set[int] = set()
+        for i, _, local in self._split(rows):
+            off = int(self.offsets[i])
+            out |= {r + off for r in self.segments[i].rows_in_languages([int(r) for r in local], langs)}
+        return out
+
+    # Lookups by id
 
     def row_of(self, passage_id: str) -> int:
-        r = self._db().execute("SELECT row FROM passages WHERE passage_id = ?", (passage_id,)).fetchone()
-        if r is None:
-            raise NotFound(f"no passage with id {passage_id!r}")
-        return int(r[0])
+        for i in reversed(range(len(self.segments))):  # a replaced article's unchanged passages keep their ids
+            local = self.segments[i].rows_of_passage(passage_id)
+            if local is not None and self.is_live(local + int(self.offsets[i])):
+                return local + int(self.offsets[i])
+        raise not_found(passage_id)
 
     def article_rows(self, article_id: str) -> np.ndarray:
-        found = (
-            self._db()
-            .execute("SELECT row FROM passages WHERE article_id = ? ORDER BY paragraph, part", (article_id,))
-            .fetchall()
-        )
-        if not found:
-            exists = self._db().execute("SELECT 1 FROM articles WHERE article_id = ?", (article_id,)).fetchone()
-            if exists is None:
-                raise NotFound(f"no article with id {article_id!r}")
-        return np.array([r[0] for r in found], dtype=np.int64)
+        i = self.holder(article_id)
+        if i is None:
+            raise NotFound(f"no article with id {article_id!r}")
+        return self.segments[i].article_rows(article_id) + self.offsets[i]
+
+    def passage(self, passage_id: str) -> Passage:
+        row = self.row_of(passage_id)
+        return self.passages_at([row])[row]
+
+    # Reading rows
 
     def vectors_at(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        """The indexed (centered, normalized) vectors of these rows: an approximate index holds only quantized
-        codes, so its vectors are re-centered from the raw ones."""
-        if len(rows) == 0:
-            return np.zeros((0, self.index.d), dtype=np.float32)
-        if self.vector_index["exact"]:
-            return np.stack([self.index.reconstruct(int(r)) for r in rows]).astype(np.float32)
-        rows = np.asarray(rows, dtype=np.int64)
-        langs = self._langs_at(rows)
-        return self.centering.passages(np.asarray(self.raw_vectors()[rows], dtype=np.float32), langs)
+        """The indexed (centered, normalized) vectors of these rows."""
+        out = np.zeros((len(rows), self.dimension), dtype=np.float32)
+        for i, at, local in self._split(rows):
+            out[at] = self.segments[i].vectors_at(local, self.centering)
+        return out
+
+    def _merged(self, rows: Iterable[int], read: Callable[[Segment, list[int]], dict[int, _T]]) -> dict[int, _T]:
+        out: dict[int, _T] = {}
+        for i, _, local in self._split(list(rows)):
+            off = int(self.offsets[i])
+            out.update({r + off: v for r, v in read(self.segments[i], [int(r) for r in local]).items()})
+        return out
 
     def langs_at(self, rows: Sequence[int]) -> dict[int, str]:
-        if not rows:
-            return {}
-        return dict(self._db().execute(f"SELECT row, lang FROM passages WHERE {_row_in(len(rows))}", list(rows)))
+        return self._merged(rows, Segment.langs_at)
 
-    def _langs_at(self, rows: np.ndarray) -> list[str]:
-        found = dict(
-            self._db().execute(f"SELECT row, lang FROM passages WHERE {_row_in(len(rows))}", [int(r) for r in rows])
-        )
-        return [found[int(r)] for r in rows]
+    def keys_at(self, rows: Sequence[int]) -> dict[int, PassageKey]:
+        """Ids of the passages at `rows`: all that ranking needs, without reading their text."""
+        return self._merged(rows, Segment.keys_at)
+
+    def passages_at(self, rows: Iterable[int]) -> dict[int, Passage]:
+        return self._merged(rows, Segment.passages_at)
 
     def context(self, p: Passage, n: int) -> list[tuple[str, Passage]]:
         """The passages of the `n` paragraphs before and after `p` in its article, in order."""
-        cur = self._db().execute(
-            f"SELECT {self._cols} FROM passages WHERE article_id = ? AND paragraph BETWEEN ? AND ? "
-            "ORDER BY paragraph, part",
-            (p.article_id, p.paragraph - n, p.paragraph + n),
-        )
-        out = []
-        for r in cur:
-            other = Passage(*r)
-            if other.passage_id != p.passage_id:
-                before = (other.paragraph, other.part) < (p.paragraph, p.part)
-                out.append(("before" if before else "after", other))
-        return out
+        i = self.holder(p.article_id)
+        return [] if i is None else self.segments[i].context(p, n)
+
+    # Translation groups: each segment numbers its own, so the store shifts them apart
+
+    def _group_offsets(self) -> np.ndarray:
+        tops = [int(s.translation_groups().max(initial=-1)) + 1 for s in self.segments]
+        return np.cumsum([0, *tops]).astype(np.int64)
 
     def translation_groups(self) -> np.ndarray:
-        """The translation group of every row (-1: none), read once; all -1 for a build without groups."""
+        """The translation group of every row (-1: none, and for deleted rows), read once."""
         if self._groups is None:
-            groups = np.full(self.size, -1, dtype=np.int64)
-            if self.has_translations:
-                cur = self._db().execute(
-                    "SELECT row, translation_group FROM passages WHERE translation_group IS NOT NULL"
-                )
-                found = np.array(cur.fetchall(), dtype=np.int64).reshape(-1, 2)
-                groups[found[:, 0]] = found[:, 1]
+            shifts = self._group_offsets()
+            parts = [np.where(s.translation_groups() >= 0, s.translation_groups() + g, -1) for s, g in
+                     zip(self.segments, shifts[:-1], strict=True)]  # fmt: skip
+            groups = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+            groups[self._dead] = -1
             self._groups = groups
         return self._groups
 
     def group_members(self, groups: Iterable[int]) -> dict[int, list[int]]:
-        """The rows of each of these translation groups, in row order."""
+        """The live rows of each of these translation groups, in row order."""
         wanted = sorted({int(g) for g in groups if g >= 0})
         if not wanted:
             return {}
+        shifts = self._group_offsets()
         members: dict[int, list[int]] = {g: [] for g in wanted}
-        cur = self._db().execute(
-            f"SELECT row, translation_group FROM passages WHERE translation_group IN ({','.join('?' * len(wanted))}) "
-            "ORDER BY row",
-            wanted,
-        )
-        for row, g in cur:
-            members[g].append(row)
+        for i, seg in enumerate(self.segments):
+            lo, hi = int(shifts[i]), int(shifts[i + 1])
+            mine = [g - lo for g in wanted if lo <= g < hi]
+            for g, rows in seg.group_members(mine).items():
+                members[g + lo] = [int(r) for r in self._live(np.asarray(rows, dtype=np.int64) + self.offsets[i])]
         return members
 
     def group_rows(self, group: int) -> list[int]:
@@ -475,83 +457,95 @@ class Store:
         found = self.passages_at(others)
         return [found[r] for r in others]
 
-    def keys_at(self, rows: Sequence[int]) -> dict[int, PassageKey]:
-        """Ids of the passages at `rows`: all that ranking needs, without reading their text."""
-        if not rows:
-            return {}
-        cur = self._db().execute(f"SELECT row, passage_id, article_id FROM passages WHERE {_row_in(len(rows))}", rows)
-        return {row: PassageKey(pid, aid) for row, pid, aid in cur}
-
-    def passages_at(self, rows: Iterable[int]) -> dict[int, Passage]:
-        rows = list(rows)
-        if not rows:
-            return {}
-        cur = self._db().execute(f"SELECT row, {self._cols} FROM passages WHERE {_row_in(len(rows))}", rows)
-        return {r[0]: Passage(*r[1:]) for r in cur}
-
-    def passage(self, passage_id: str) -> Passage:
-        r = self._db().execute(f"SELECT {self._cols} FROM passages WHERE passage_id = ?", (passage_id,)).fetchone()
-        if r is None:
-            raise NotFound(f"no passage with id {passage_id!r}")
-        return Passage(*r)
+    # Whole tables
 
     def articles(self) -> list[ArticleInfo]:
-        cur = self._db().execute(
-            "SELECT a.article_id, a.title, a.metadata, group_concat(DISTINCT p.lang), count(p.row) "
-            "FROM articles a LEFT JOIN passages p ON p.article_id = a.article_id "
-            "GROUP BY a.article_id ORDER BY a.article_id"
-        )
-        return [
-            ArticleInfo(aid, title, sorted((langs or "").split(",")) if langs else [], n, json.loads(meta))
-            for aid, title, meta, langs, n in cur
-        ]
+        found = [a for s, d in zip(self.segments, self.dead_articles, strict=True) for a in s.articles(d)]
+        return sorted(found, key=lambda a: a.article_id)
 
     def all_articles(self) -> list[Article]:
-        pages = "pages" if self._has_pages else "NULL"
-        cur = self._db().execute(
-            f"SELECT article_id, title, text, source, metadata, {pages} FROM articles ORDER BY rowid"
-        )
-        return [
-            Article(aid, title, text, source, json.loads(meta), tuple(json.loads(pg)) if pg else ())
-            for aid, title, text, source, meta, pg in cur
-        ]
+        return [a for s, d in zip(self.segments, self.dead_articles, strict=True) for a in s.all_articles(d)]
 
     def all_passages(self) -> list[Passage]:
-        cur = self._db().execute(f"SELECT {self._cols} FROM passages ORDER BY row")
-        return [Passage(*r) for r in cur]
+        """Every live passage, in row order."""
+        everything = [p for s in self.segments for p in s.all_passages()]
+        if len(self._dead) == 0:
+            return everything
+        return [everything[int(r)] for r in self.live_rows()]
 
     def raw_vectors(self) -> np.ndarray:
-        """The model's vectors before centering, one row per passage, memory-mapped (float16; float32 in builds
-        made before `raw.f16.npy`)."""
-        if self._raw is None:
-            path = self.folder / RAW
-            if path.is_file():
-                self._raw = vi.load_raw_f16(path)
-            else:
-                self._raw = np.load(self.folder / _RAW_F32, mmap_mode="r")
-        return self._raw
+        """The model's vectors before centering, one row per passage (deleted ones too), memory-mapped when the
+        build is one segment (float16; float32 in builds made before `raw.f16.npy`)."""
+        if len(self.segments) == 1:
+            return self.segments[0].raw_vectors()
+        return np.concatenate([s.raw_vectors() for s in self.segments])
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
+        for s in self.segments:
+            s.close()
 
 
-def _vector_index_entry(manifest: dict[str, Any], index: Any, folder: Path) -> dict[str, Any]:
-    """The manifest's description of the vector index; builds made before it had one were all exact (flat)."""
-    entry = manifest.get("vector_index")
-    if isinstance(entry, dict) and isinstance(entry.get("params"), dict):
-        return entry
-    size = (folder / "vectors.faiss").stat().st_size
-    return {
-        "type": "IndexIDMap2(IndexFlatIP)",
-        "kind": "flat",
-        "metric": "inner_product",
-        "exact": True,
-        "params": {},
-        "recall_at_10": 1.0,
-        "target_recall": None,
-        "tune_queries": 0,
-        "build_seconds": None,
-        "bytes_per_vector": round(size / max(int(index.ntotal), 1), 1),
-    }
+class SegmentedLexical:
+    """The BM25 indexes of a store's segments, searched as one (each segment scores with its own statistics,
+    refreshed when segments merge: docs/operations.md#segments)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.zh_tokenizer = store.segments[0].lexical.zh_tokenizer
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted({lang for s in self._store.segments for lang in s.lexical.languages})
+
+    def first_rows(self) -> dict[str, int]:
+        """One passage row per language: what a warm-up searches for, so each language's tokenizer loads."""
+        out: dict[str, int] = {}
+        for seg, off in zip(self._store.segments, self._store.offsets[:-1], strict=True):
+            for lang, row in seg.lexical.first_rows().items():
+                out.setdefault(lang, row + int(off))
+        return out
+
+    def search(self, query: str, lang: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """(row, BM25 score) pairs, best first, among live passages in `lang` (and in `allowed` rows if given)."""
+        store = self._store
+        found: list[tuple[int, float]] = []
+        for i, seg in enumerate(store.segments):
+            off, dead = int(store.offsets[i]), store.dead_counts[i]
+            local = None
+            if allowed is not None:
+                local = allowed[(allowed >= off) & (allowed < off + seg.size)] - off
+                if len(local) == 0:
+                    continue
+            hits = seg.lexical.search(query, lang, k + dead, local)
+            found.extend((r + off, s) for r, s in hits if not dead or store.is_live(r + off))
+        if len(store.segments) == 1:
+            return found[:k]
+        return sorted(found, key=lambda rs: -rs[1])[:k]
+
+
+def _identity(folder: Path, files: dict[str, str], path: str) -> dict[str, tuple[int, int, str]]:
+    """Each file of a segment: its device and inode, and its checksum in the manifest; {} if one is missing."""
+    out = {}
+    for name, checksum in files_of(files, path).items():
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            return {}
+        out[str(Path(name).relative_to(path))] = (st.st_dev, st.st_ino, checksum)
+    return out
+
+
+def segment_entries(manifest: dict[str, Any], build_id: str) -> list[dict[str, Any]]:
+    """The manifest's segments, oldest first; a build made before segments is one, at its root."""
+    entries = manifest.get("segments")
+    if isinstance(entries, list) and entries:
+        return entries
+    return [{"id": build_id, "path": "."}]
+
+
+def files_of(files: dict[str, str], path: str) -> dict[str, str]:
+    """The checksummed files of the segment at `path` (relative to the build folder)."""
+    if path == ".":
+        return {name: c for name, c in files.items() if is_segment_file(Path(name))}
+    prefix = path.rstrip("/") + "/"
+    return {name: c for name, c in files.items() if name.startswith(prefix)}

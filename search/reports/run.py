@@ -104,10 +104,16 @@ class ReportOptions:
 
 
 def centered_vectors(store: Store, rows: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """The index's centered, normalized vectors of `rows`, copied batch by batch (the raw ones, re-centered, if the
-    index cannot give its vectors back)."""
-    out = np.empty((len(rows), store.index.d), dtype=np.float32)
-    inner = faiss.downcast_index(store.index.index) if hasattr(store.index, "index") else store.index
+    """The index's centered, normalized vectors of `rows` (positions in `store.all_passages()`), copied batch by
+    batch (the raw ones, re-centered, if the index cannot give its vectors back)."""
+    out = np.empty((len(rows), store.dimension), dtype=np.float32)
+    live = store.live_rows()
+    if len(store.segments) > 1 or len(live) != store.segments[0].size:  # segments, or deletions: row by row
+        for s in range(0, len(rows), batch):
+            out[s : s + batch] = store.vectors_at(live[rows[s : s + batch]])
+        return out
+    index = store.segments[0].index
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
     if isinstance(inner, faiss.IndexFlat):
         xb = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
         for s in range(0, len(rows), batch):

@@ -123,6 +123,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = service or SearchService(settings)
+        svc.background_merges = True  # a write answers before the merge it may call for
         # The index, the model (which checks it), the language detector and what a first search would load
         # lazily (jieba's dictionary, the model's first forward pass): /health answers once a search is as fast
         # as any other.
@@ -280,6 +281,12 @@ def create_app(
     def reload(svc: WriterDep) -> ReloadOut:
         reloaded = svc.reload()
         return ReloadOut(reloaded=reloaded, build_id=svc.store.build_id)
+
+    @app.post("/admin/compact", response_model=WriteOut, responses=_WRITE_ERRORS, summary="Merge all segments")
+    def compact(svc: WriterDep) -> WriteOut:
+        """Merge every segment into one, as a full build of the live articles (means, BM25 statistics and
+        translation groups refit; no passage embedded again). Writes wait for it; searches do not."""
+        return written(svc.compact())
 
     @app.post("/admin/snapshot", response_model=SnapshotOut, responses=_SNAPSHOT_ERRORS, summary="Snapshot the index")
     def snapshot(svc: WriterDep, body: SnapshotIn) -> SnapshotOut:

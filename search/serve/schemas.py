@@ -181,6 +181,13 @@ class VectorIndexOut(BaseModel):
     bytes_per_vector: float | None = Field(None, description="serialized index size per vector")
 
 
+class SegmentOut(BaseModel):
+    id: str
+    passages: int = Field(description="rows in the segment, deleted ones included")
+    deleted: int = Field(description="rows of articles deleted or replaced since it was written (gone at its merge)")
+    kind: str | None = Field(description="its vector index: flat (exact) or an approximate kind")
+
+
 class HealthOut(BaseModel):
     status: str
     model: str | None = Field(description="the model the index was built with (SEARCH_MODEL)")
@@ -199,6 +206,11 @@ class HealthOut(BaseModel):
         None,
         description="the build's translation groups (groups, passages_in_groups, pairs, knn); null for a build made "
         "before them, whose searches then run as translations=off",
+    )
+    segments: list[SegmentOut] = Field(
+        default_factory=list,
+        description="the build's segments, oldest first: one after a full build or `search compact`; each write adds "
+        "a small one, and merges join them",
     )
 
 

@@ -34,7 +34,6 @@ import logging
 import statistics
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,16 +45,14 @@ from benchmarks.bench_durable import SyncClock
 from benchmarks.bench_scale import clustered
 from benchmarks.machine import load_average, machine_info, machine_markdown
 from benchmarks.xquad import Question, load, write_jsonl
-from search import __version__
 from search.config import Settings
-from search.index.build import BuildSummary, read_articles
+from search.index.build import BuildSummary, build_manifest, read_articles
 from search.index.centering import Centering
 from search.index.segments import commit_merge, prepare_merge
 from search.index.snapshot import take_snapshot
 from search.index.store import VectorIndexOptions, new_build_id, publish, write_build
-from search.ingest.chunking import ChunkerSettings
 from search.ingest.language import LanguageDetector
-from search.model.embedders import Embedder, describe_model, embedder_for
+from search.model.embedders import Embedder, embedder_for
 from search.records import Article, Mode, Passage, SearchQuery
 from search.service import SearchService
 
@@ -103,23 +100,9 @@ def write_base(svc: SearchService, n: int, words: Sequence[str]) -> dict[str, An
         raw, langs, s.centering_min_passages, enabled=s.centering, bank=bank.means,
         query_offsets=bank.query_offsets(),
     )  # fmt: skip
-    manifest = {
-        "package_version": __version__,
-        "model": {
-            "name": embedder.name,
-            "about": describe_model(embedder.name),
-            "fingerprint": embedder.fingerprint,
-            "max_tokens": embedder.max_tokens,
-            "precision": "fp32",
-        },
-        "chunker": ChunkerSettings(max_tokens=embedder.max_tokens).describe(),
-        "centering_min_passages": s.centering_min_passages,
-        "mean_bank": bank.describe() if bank else None,
-        "counts": {"articles": len(articles), "passages": len(passages), "languages": dict(Counter(langs))},
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    start = time.perf_counter()
     options = VectorIndexOptions(s.flat_max, s.memory_budget_mb, s.target_recall)
+    manifest = build_manifest(embedder, "fp32", articles, passages, s.centering_min_passages, bank, options)
+    start = time.perf_counter()
     folder = write_build(s.index_dir, new_build_id(), articles, passages, raw, means, manifest, options)
     publish(s.index_dir, folder)
     seconds = time.perf_counter() - start

@@ -258,33 +258,20 @@ def build_from_articles(
             extra=extra,
             query_offsets=bank.query_offsets(),
         )
-    # Recomputed over the whole build every time (every write is a full build): a group stays right whatever an
-    # upsert or delete changed, at the cost of one kNN per language over the build's vectors.
+    # Over the whole build: a full build (and a compaction) finds every group again; a write's small segment has none
+    # until it is merged (search/index/segments.py).
     with stage(summary.stages, "translations"):
         groups = translation_groups(means.passages(raw, langs), langs, [len(p.text) for p in passages])
     summary.build_id = new_build_id()
-    manifest = {
-        "package_version": __version__,
-        "model": {
-            "name": embedder.name,
-            "about": describe_model(embedder.name),
-            "fingerprint": embedder.fingerprint,
-            "max_tokens": embedder.max_tokens,
-            "precision": summary.precision,
-        },
-        "chunker": ChunkerSettings(max_tokens=embedder.max_tokens).describe(),
-        "centering_min_passages": centering_min_passages,
-        "vector_index_options": (vector_index or VectorIndexOptions()).describe(),
-        "mean_bank": bank.describe() if bank else None,
-        "counts": {
-            "articles": len(articles),
-            "passages": len(passages),
-            "languages": dict(Counter(langs)),
-        },
-        # what the centering means were fit on: writes refit a language's mean as it outgrows a small fit
-        "centering_fit": {"languages": dict(Counter(langs))},
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    manifest = build_manifest(
+        embedder,
+        summary.precision,
+        articles,
+        passages,
+        centering_min_passages,
+        bank,
+        vector_index or VectorIndexOptions(),
+    )
     previous = current_build(index_dir)
     with stage(summary.stages, "write"):
         folder = write_build(
@@ -303,6 +290,38 @@ def build_from_articles(
     summary.translation_groups = groups.count
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def build_manifest(
+    embedder: Embedder,
+    precision: str,
+    articles: Sequence[Article],
+    passages: Sequence[Passage],
+    centering_min_passages: int,
+    bank: MeanBank | None,
+    vector_index: VectorIndexOptions,
+) -> dict[str, Any]:
+    """What a full build records of how it was made (store.write_build adds what it wrote); `search index` updates
+    a build in place only when these settings are the same (search/index/segments.py `updatable`)."""
+    langs = dict(Counter(p.lang for p in passages))
+    return {
+        "package_version": __version__,
+        "model": {
+            "name": embedder.name,
+            "about": describe_model(embedder.name),
+            "fingerprint": embedder.fingerprint,
+            "max_tokens": embedder.max_tokens,
+            "precision": precision,
+        },
+        "chunker": ChunkerSettings(max_tokens=embedder.max_tokens).describe(),
+        "centering_min_passages": centering_min_passages,
+        "vector_index_options": vector_index.describe(),
+        "mean_bank": bank.describe() if bank else None,
+        "counts": {"articles": len(articles), "passages": len(passages), "languages": langs},
+        # what the centering means were fit on: writes refit a language's mean as it outgrows a small fit
+        "centering_fit": {"languages": dict(langs)},
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def _lang(detected: str, article: Article) -> str:

@@ -31,8 +31,8 @@ import numpy as np
 
 from search.config import FLAT_MAX, ZhTokenizer
 from search.errors import BadInput, NotFound
-from search.index import durable, writers
 from search.index import vectors as vi
+from search.index import writers
 from search.index.build import BuildSummary, embed_with_cache, precision_of, split_articles
 from search.index.embedcache import EmbeddingCache
 from search.index.segment import write_segment
@@ -43,6 +43,7 @@ from search.index.store import (
     discard,
     file_sha256,
     files_of,
+    finish_staging,
     new_build_id,
     publish,
 )
@@ -169,11 +170,8 @@ def commit(
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         # The linked files' data was synced with the build that wrote them: only the new files are synced, and
         # every folder (the links are new names in them). Syncing each link too cost one journal commit per file.
-        durable.sync_tree(staging, skip=set(files) - {f"{p.entry['path']}/{rel}" for p in add for rel in p.files})
-        final = builds / build_id
-        writers.reached("rename")
-        os.replace(staging, final)
-        durable.sync_dir(builds)
+        linked = set(files) - {f"{p.entry['path']}/{rel}" for p in add for rel in p.files}
+        final = finish_staging(staging, builds / build_id, skip=linked)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for p in add:

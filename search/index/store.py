@@ -126,12 +126,7 @@ def write_build(
             staging, build_id, articles, passages, raw, centering, manifest, plan, options, zh_tokenizer, probes,
             translations,
         )  # fmt: skip
-        # On disk before it gets its final name: a rename the disk keeps must not name files it lost.
-        durable.sync_tree(staging)
-        final = builds / build_id
-        writers.reached("rename")
-        os.replace(staging, final)
-        durable.sync_dir(builds)
+        final = finish_staging(staging, builds / build_id)
     except BaseException:
         # A live process's staging folder is not cleared by the next writer, so a failed write (say, in a server
         # that keeps running) clears its own.
@@ -179,6 +174,17 @@ def _write_files(
         "files": {str(f.relative_to(folder)): file_sha256(f) for f in sorted(folder.rglob("*")) if f.is_file()},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def finish_staging(staging: Path, final: Path, skip: set[str] | frozenset[str] = frozenset()) -> Path:
+    """Give a complete staging folder its build's name, on disk first: a rename the disk keeps must not name files
+    it lost. `skip` names files (relative) already on disk, such as hard links to an earlier build's; every folder is
+    synced all the same (a link is a new name in it)."""
+    durable.sync_tree(staging, skip=skip)
+    writers.reached("rename")
+    os.replace(staging, final)
+    durable.sync_dir(final.parent)
+    return final
 
 
 def publish(index_dir: Path, folder: Path) -> None:

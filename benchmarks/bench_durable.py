@@ -34,17 +34,22 @@ DIM = 384
 WORDS = "river city market paper night garden music winter station letter bridge school".split()
 
 
+def article_of(aid: str, texts: list[str]) -> tuple[Article, list[Passage]]:
+    """An English article of these paragraphs and its passages, one per paragraph, as a build would cut them."""
+    passages, start = [], 0
+    for i, text in enumerate(texts):
+        passages.append(Passage(f"{aid}-{i}", aid, aid, i, 0, start, start + len(text), "en", text))
+        start += len(text) + 2
+    return Article(aid, aid, "\n\n".join(texts), "bench"), passages
+
+
 def synthetic(n: int, rng: np.random.Generator) -> tuple[list[Article], list[Passage], np.ndarray]:
     """`n` passages of about 60 words in 10-passage articles, with normalized random vectors."""
     passages, articles = [], []
     for a in range(0, n, 10):
-        texts = [" ".join(rng.choice(WORDS, 60)) for _ in range(min(10, n - a))]
-        aid = f"a{a:07d}"
-        articles.append(Article(aid, aid, "\n\n".join(texts), "bench"))
-        start = 0
-        for i, text in enumerate(texts):
-            passages.append(Passage(f"{aid}-{i}", aid, aid, i, 0, start, start + len(text), "en", text))
-            start += len(text) + 2
+        article, found = article_of(f"a{a:07d}", [" ".join(rng.choice(WORDS, 60)) for _ in range(min(10, n - a))])
+        articles.append(article)
+        passages.extend(found)
     raw = rng.standard_normal((n, DIM), dtype=np.float32)
     return articles, passages, raw / np.linalg.norm(raw, axis=1, keepdims=True)
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_durable import SyncClock
+from benchmarks.bench_durable import SyncClock, article_of
 from benchmarks.bench_scale import clustered
 from benchmarks.machine import load_average, machine_info, machine_markdown
 from benchmarks.xquad import Question, load, write_jsonl
@@ -80,12 +80,9 @@ def synthetic_base(n: int, words: Sequence[str], seed: int = 0) -> tuple[list[Ar
     articles, passages = [], []
     for a in range(0, n, PARAGRAPHS):
         texts = [" ".join(rng.choice(vocab, int(rng.integers(50, 71)))) + "." for _ in range(min(PARAGRAPHS, n - a))]
-        aid = f"base-{a // PARAGRAPHS:06d}"
-        articles.append(Article(aid, aid, "\n\n".join(texts), "bench"))
-        start = 0
-        for i, text in enumerate(texts):
-            passages.append(Passage(f"{aid}-{i}", aid, aid, i, 0, start, start + len(text), "en", text))
-            start += len(text) + 2
+        article, found = article_of(f"base-{a // PARAGRAPHS:06d}", texts)
+        articles.append(article)
+        passages.extend(found)
     return articles, passages, clustered(rng, n)
 
 

@@ -286,6 +286,9 @@ class Store:
         starts = self.offsets[:-1]
         dead = [s.rows_of_articles(d) + o for s, d, o in zip(self.segments, self.dead_articles, starts, strict=True)]
         self._dead = np.concatenate(dead) if dead else np.zeros(0, dtype=np.int64)
+        # a byte per row: whether a search's hit is live is a lookup, not a search of the deleted rows
+        self._is_dead = np.zeros(int(self.offsets[-1]), dtype=bool)
+        self._is_dead[self._dead] = True
         self.dead_counts = [len(d) for d in dead]
         self.size = int(self.offsets[-1]) - len(self._dead)
         self.dimension = int(self.segments[0].index.d)
@@ -310,10 +313,10 @@ class Store:
     def _live(self, rows: np.ndarray) -> np.ndarray:
         """`rows` without the deleted ones, in their order."""
         rows = np.asarray(rows, dtype=np.int64)
-        return rows if len(self._dead) == 0 else rows[~np.isin(rows, self._dead)]
+        return rows if len(self._dead) == 0 else rows[~self._is_dead[rows]]
 
     def is_live(self, row: int) -> bool:
-        return len(self._dead) == 0 or not bool(np.isin(row, self._dead))
+        return not self._is_dead[row]
 
     def live_rows(self) -> np.ndarray:
         """Every live row, in order (the rows of `all_passages()`)."""
